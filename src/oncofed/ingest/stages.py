@@ -1,0 +1,36 @@
+"""The de-identification stage of the ingest pipeline: raw input bytes in, storable bytes out.
+
+Every ingest path (folder, C-STORE, STOW-RS) calls exactly one stage between parsing and storing.
+Stages run inside worker processes, so implementations must be picklable (plain attributes only).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from oncofed.errors import IngestError
+
+
+class QuarantineError(IngestError):
+    """The input could not be made safe to store; it is quarantined with this reason."""
+
+    code = "quarantined"
+
+
+class DeidentifyStage(Protocol):
+    """Turns the raw Part-10 bytes of one input into the bytes that may enter the store."""
+
+    name: str
+
+    def apply(self, raw: bytes, source: str) -> bytes:
+        """Return storable bytes for ``raw`` (read from ``source``) or raise QuarantineError."""
+        ...
+
+
+class DeclaredDeidentified:
+    """Stores bytes unchanged: only for collections explicitly declared already de-identified."""
+
+    name = "declared-deidentified"
+
+    def apply(self, raw: bytes, source: str) -> bytes:
+        return raw
