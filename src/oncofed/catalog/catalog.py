@@ -1,0 +1,256 @@
+"""The node catalog: an embedded DuckDB database, migrated on open, queried with cohort filters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+
+from oncofed.catalog.filters import (
+    LABEL_PREFIX,
+    Condition,
+    compile_filter,
+    parse_filter,
+)
+from oncofed.catalog.results import CohortCounts, CohortResult, CollectionInfo, FacetBucket
+from oncofed.catalog.schema import LATEST_VERSION, MIGRATIONS, SCHEMA_VERSION_KEY
+from oncofed.errors import OncofedError, QueryError, SchemaVersionError
+
+# Facets computed in one GROUPING SETS scan of ``series s``: name -> SQL expression.
+_SCAN_FACETS: dict[str, str] = {
+    "collection": "s.collection_id",
+    "modality": "s.modality",
+    "body_part": "s.body_part",
+    "sex": "s.sex",
+    "age": (
+        "CASE WHEN s.age_years IS NULL THEN NULL ELSE"
+        " lpad(CAST(CAST(floor(s.age_years / 10) * 10 AS INTEGER) AS VARCHAR), 2, '0') || '-' ||"
+        " lpad(CAST(CAST(floor(s.age_years / 10) * 10 + 9 AS INTEGER) AS VARCHAR), 2, '0') END"
+    ),
+    "manufacturer": "s.manufacturer",
+    "model": "s.model",
+    "sop_class": "s.sop_class",
+}
+FACETS: tuple[str, ...] = (*_SCAN_FACETS, "cancer_type", "label")
+DEFAULT_FACET_LIMIT = 50
+
+
+class Catalog:
+    """A node's catalog. Open it with a path (``:memory:`` for a throw-away one)."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise OncofedError(f"cannot open catalog {self.path}: {exc}") from exc
+        self._migrate(read_only)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.con.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version this catalog is at (0 for an empty database)."""
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_meta'"
+        ).fetchone()
+        if not exists or not exists[0]:
+            return 0
+        row = self.con.execute(
+            "SELECT value FROM schema_meta WHERE key = ?", [SCHEMA_VERSION_KEY]
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self, read_only: bool, target: int = LATEST_VERSION) -> None:
+        current = self.schema_version
+        if current > LATEST_VERSION:
+            raise SchemaVersionError(
+                f"catalog {self.path} has schema version {current}, newer than this oncofed "
+                f"understands ({LATEST_VERSION}); upgrade oncofed to open it"
+            )
+        if current >= target:
+            return
+        if read_only:
+            raise SchemaVersionError(
+                f"catalog {self.path} is at schema version {current} and needs migrating to "
+                f"{target}; open it once read-write"
+            )
+        if current == 0:
+            self.con.execute("CREATE TABLE schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        for migration in MIGRATIONS:
+            if current < migration.version <= target:
+                self._apply(migration.version, migration.statements)
+
+    def _apply(self, version: int, statements: Sequence[str]) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                self.con.execute(statement)
+            self.con.execute(
+                "INSERT OR REPLACE INTO schema_meta VALUES (?, ?)",
+                [SCHEMA_VERSION_KEY, str(version)],
+            )
+            self.con.execute("COMMIT")
+        except duckdb.Error:
+            self.con.execute("ROLLBACK")
+            raise
+
+    # -- cohort queries -------------------------------------------------------------------------
+
+    def query(
+        self,
+        where: Mapping[str, Any] | None = None,
+        facets: Sequence[str] = (),
+        *,
+        facet_limit: int = DEFAULT_FACET_LIMIT,
+    ) -> CohortResult:
+        """Count what matches ``where`` and, per requested facet, how it splits."""
+        started = time.perf_counter()
+        conditions = parse_filter(where)
+        unknown = [f for f in facets if f not in FACETS]
+        if unknown:
+            raise QueryError(f"unknown facet(s) {unknown}; valid facets: {', '.join(FACETS)}")
+        counts, facet_results = self._counts_and_scan_facets(conditions, facets, facet_limit)
+        if "cancer_type" in facets:
+            facet_results["cancer_type"] = self._cancer_type_facet(conditions, facet_limit)
+        if "label" in facets:
+            facet_results["label"] = self._label_facet(conditions, facet_limit)
+        ordered = {name: facet_results[name] for name in facets}
+        return CohortResult(
+            filter=canonical_filter(conditions),
+            counts=counts,
+            facets=ordered,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _counts_and_scan_facets(
+        self, conditions: Sequence[Condition], facets: Sequence[str], limit: int
+    ) -> tuple[CohortCounts, dict[str, list[FacetBucket]]]:
+        compiled = compile_filter(conditions)
+        scan = [name for name in _SCAN_FACETS if name in facets]
+        expressions = [_SCAN_FACETS[name] for name in scan]
+        flags = ", ".join(f"GROUPING({e}) AS g{i}" for i, e in enumerate(expressions))
+        values = ", ".join(f"CAST({e} AS VARCHAR) AS v{i}" for i, e in enumerate(expressions))
+        sets = ", ".join(["()", *(f"({e})" for e in expressions)])
+        select = ", ".join(p for p in (flags, values) if p)
+        sql = (
+            f"SELECT {select + ', ' if select else ''}"
+            "count(DISTINCT s.patient_key), count(DISTINCT s.study_key), count(*),"
+            " coalesce(sum(s.instance_count), 0), coalesce(sum(s.bytes), 0)"
+            f" FROM series s WHERE {compiled.where} GROUP BY GROUPING SETS ({sets})"
+        )
+        rows = self.con.execute(sql, list(compiled.params)).fetchall()
+        width = len(expressions)
+        counts = CohortCounts(0, 0, 0, 0, 0)
+        buckets: dict[str, list[FacetBucket]] = {name: [] for name in scan}
+        for row in rows:
+            grouping, keys, totals = row[:width], row[width : 2 * width], row[2 * width :]
+            in_facet = [i for i, g in enumerate(grouping) if g == 0]
+            if not in_facet:
+                counts = CohortCounts(*(int(t) for t in totals))
+                continue
+            i = in_facet[0]
+            buckets[scan[i]].append(FacetBucket(keys[i], int(totals[0]), int(totals[2])))
+        return counts, {name: _top(b, limit) for name, b in buckets.items()}
+
+    def _cancer_type_facet(self, conditions: Sequence[Condition], limit: int) -> list[FacetBucket]:
+        compiled = compile_filter(conditions)
+        sql = (
+            "SELECT t.cancer_type, count(DISTINCT s.patient_key), count(*) FROM series s"
+            " JOIN (SELECT collection_id, unnest(cancer_types) AS cancer_type FROM collection) t"
+            f" ON t.collection_id = s.collection_id WHERE {compiled.where} GROUP BY 1"
+        )
+        rows = self.con.execute(sql, list(compiled.params)).fetchall()
+        return _top([FacetBucket(r[0], int(r[1]), int(r[2])) for r in rows], limit)
+
+    def _label_facet(self, conditions: Sequence[Condition], limit: int) -> list[FacetBucket]:
+        compiled = compile_filter(conditions)
+        sql = (
+            "SELECT l.kind || '=' || l.value, count(DISTINCT s.patient_key),"
+            " count(DISTINCT s.series_key) FROM series s JOIN label l"
+            " ON l.patient_key = s.patient_key"
+            " AND (l.study_key IS NULL OR l.study_key = s.study_key)"
+            " AND (l.series_key IS NULL OR l.series_key = s.series_key)"
+            f" WHERE {compiled.where} GROUP BY 1"
+        )
+        rows = self.con.execute(sql, list(compiled.params)).fetchall()
+        return _top([FacetBucket(r[0], int(r[1]), int(r[2])) for r in rows], limit)
+
+    def matching_series(
+        self, where: Mapping[str, Any] | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The series rows that match ``where`` (for callers whose tier allows it)."""
+        if limit < 0 or offset < 0:
+            raise QueryError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        compiled = compile_filter(parse_filter(where))
+        cursor = self.con.execute(
+            "SELECT s.collection_id, s.series_uid, st.study_uid, p.pseudo_id AS patient,"
+            " s.modality, s.body_part, s.manufacturer, s.model, s.sop_class, s.sex,"
+            " s.age_years, s.instance_count, s.bytes FROM series s"
+            " JOIN study st ON st.study_key = s.study_key"
+            " JOIN patient p ON p.patient_key = s.patient_key"
+            f" WHERE {compiled.where} ORDER BY s.collection_id, s.series_uid LIMIT ? OFFSET ?",
+            [*compiled.params, limit, offset],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # -- catalogue ------------------------------------------------------------------------------
+
+    def collections(self) -> list[CollectionInfo]:
+        """Every collection with its totals, largest first."""
+        rows = self.con.execute(
+            "SELECT c.collection_id, c.title, c.description, c.cancer_types, c.body_parts,"
+            " c.license, c.tier, c.source,"
+            " count(DISTINCT s.patient_key), count(DISTINCT s.study_key), count(s.series_key),"
+            " coalesce(sum(s.instance_count), 0), coalesce(sum(s.bytes), 0)"
+            " FROM collection c LEFT JOIN series s ON s.collection_id = c.collection_id"
+            " GROUP BY ALL ORDER BY 11 DESC, 1"
+        ).fetchall()
+        return [
+            CollectionInfo(
+                r[0], r[1], r[2], list(r[3]), list(r[4]), r[5], int(r[6]), r[7], *map(int, r[8:])
+            )
+            for r in rows
+        ]
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of the main tables (for summaries and consistency checks)."""
+        names = ("collection", "patient", "study", "series", "instance", "slide", "label")
+        return {
+            name: int(self.con.execute(f"SELECT count(*) FROM {name}").fetchone()[0])  # type: ignore[index]
+            for name in names
+        }
+
+
+def _top(buckets: list[FacetBucket], limit: int) -> list[FacetBucket]:
+    buckets.sort(key=lambda b: (-b.patients, -b.series, b.value is None, b.value or ""))
+    return buckets[:limit]
+
+
+def canonical_filter(conditions: Sequence[Condition]) -> dict[str, Any]:
+    """The canonical JSON form of parsed conditions (sorted fields and values)."""
+    out: dict[str, Any] = {}
+    for c in conditions:
+        if c.field.startswith(LABEL_PREFIX) or c.values:
+            out[c.field] = sorted(c.values)
+        else:
+            out[c.field] = [c.low, c.high]
+    return out

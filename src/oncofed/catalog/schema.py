@@ -1,0 +1,158 @@
+"""The catalog's versioned schema: an ordered list of migrations, applied in one transaction each.
+
+Design notes:
+- Patients, studies and series carry 64-bit surrogate keys, ``md5_number_upper`` of their natural
+  key (DuckDB computes it in SQL for bulk imports, :func:`surrogate_key` in Python for ingest).
+  Counting distinct integers is about twice as fast as counting distinct UID strings.
+- ``series`` repeats the collection, patient key, sex and age of its patient/study so that a
+  cohort query is a single scan of one table (denormalised on purpose; the writer keeps it true).
+- No PRIMARY KEY constraints on the large tables: DuckDB's ART indexes slow bulk loads and
+  updates; uniqueness is kept by the writers (anti-joins), and tests check it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+
+def surrogate_key(natural_key: str) -> int:
+    """The 64-bit key of a natural key; equals DuckDB's ``md5_number_upper(natural_key)``."""
+    return int.from_bytes(hashlib.md5(natural_key.encode("utf-8")).digest()[:8], "little")
+
+
+PATIENT_KEY_SEPARATOR = "\x1f"
+
+
+def patient_natural_key(collection_id: str, patient_id: str) -> str:
+    """Patients are scoped to their collection: the same ID in two collections is two people."""
+    return f"{collection_id}{PATIENT_KEY_SEPARATOR}{patient_id}"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema, from ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "DICOM hierarchy: collection, patient, study, series, instance",
+        (
+            """CREATE TABLE collection (
+                collection_id VARCHAR PRIMARY KEY,
+                title VARCHAR NOT NULL,
+                description VARCHAR,
+                cancer_types VARCHAR[] NOT NULL DEFAULT [],
+                body_parts VARCHAR[] NOT NULL DEFAULT [],
+                license VARCHAR,
+                tier TINYINT NOT NULL DEFAULT 1,
+                data_holder VARCHAR,
+                source VARCHAR NOT NULL,
+                deidentified_at_source BOOLEAN NOT NULL DEFAULT FALSE,
+                doi VARCHAR,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )""",
+            """CREATE TABLE patient (
+                patient_key UBIGINT NOT NULL,
+                pseudo_id VARCHAR NOT NULL,
+                collection_id VARCHAR NOT NULL,
+                sex VARCHAR,
+                birth_year_shifted SMALLINT,
+                age_at_first_study DOUBLE
+            )""",
+            """CREATE TABLE study (
+                study_key UBIGINT NOT NULL,
+                study_uid VARCHAR NOT NULL,
+                patient_key UBIGINT NOT NULL,
+                collection_id VARCHAR NOT NULL,
+                study_date DATE,
+                description VARCHAR,
+                age_years DOUBLE
+            )""",
+            """CREATE TABLE series (
+                series_key UBIGINT NOT NULL,
+                series_uid VARCHAR NOT NULL,
+                study_key UBIGINT NOT NULL,
+                patient_key UBIGINT NOT NULL,
+                collection_id VARCHAR NOT NULL,
+                modality VARCHAR,
+                body_part VARCHAR,
+                manufacturer VARCHAR,
+                model VARCHAR,
+                sop_class VARCHAR,
+                transfer_syntax VARCHAR,
+                description VARCHAR,
+                sex VARCHAR,
+                age_years DOUBLE,
+                instance_count BIGINT NOT NULL DEFAULT 0,
+                bytes BIGINT NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE instance (
+                sop_uid VARCHAR NOT NULL,
+                series_key UBIGINT NOT NULL,
+                sop_class VARCHAR,
+                sha256 VARCHAR NOT NULL,
+                size BIGINT NOT NULL,
+                frames INTEGER,
+                rows INTEGER,
+                cols INTEGER,
+                ingested_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "AI and provenance: slide, label, clinical, reference imports",
+        (
+            """CREATE TABLE slide (
+                slide_id VARCHAR PRIMARY KEY,
+                series_key UBIGINT,
+                patient_key UBIGINT,
+                collection_id VARCHAR NOT NULL,
+                vendor VARCHAR,
+                format VARCHAR,
+                mpp_x DOUBLE,
+                mpp_y DOUBLE,
+                magnification DOUBLE,
+                width BIGINT,
+                height BIGINT,
+                levels INTEGER,
+                stain VARCHAR,
+                sha256 VARCHAR,
+                bytes BIGINT
+            )""",
+            """CREATE TABLE label (
+                collection_id VARCHAR NOT NULL,
+                patient_key UBIGINT NOT NULL,
+                study_key UBIGINT,
+                series_key UBIGINT,
+                kind VARCHAR NOT NULL,
+                value VARCHAR NOT NULL,
+                source VARCHAR,
+                confidence DOUBLE
+            )""",
+            """CREATE TABLE clinical (
+                patient_key UBIGINT NOT NULL,
+                key VARCHAR NOT NULL,
+                value_number DOUBLE,
+                value_text VARCHAR
+            )""",
+            """CREATE TABLE reference_import (
+                source VARCHAR NOT NULL,
+                version VARCHAR NOT NULL,
+                imported_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                collections INTEGER NOT NULL,
+                series BIGINT NOT NULL
+            )""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,43 @@
+"""The `oncofed` command line: one typer app with a sub-app per area."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from oncofed import __version__
+from oncofed.cli import data, demo, node
+from oncofed.errors import OncofedError
+
+app = typer.Typer(
+    name="oncofed",
+    help="Federated cancer imaging: nodes, catalogue, cohort search, governed access.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(node.app, name="node")
+app.add_typer(data.catalog_app, name="catalog")
+app.command("ingest")(data.ingest)
+app.command("query")(data.query)
+app.command("demo")(demo.demo)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the oncofed version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point: run the app, print oncofed errors without a traceback, exit 2 on them."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except OncofedError as exc:
+        Console(stderr=True).print(
+            f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False
+        )
+        sys.exit(2)

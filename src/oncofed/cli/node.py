@@ -1,0 +1,49 @@
+"""`oncofed node ...`: create and inspect a node home."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from oncofed.cli.options import JsonOption
+from oncofed.node import Node
+
+app = typer.Typer(help="Create and inspect a node home.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("init")
+def init(
+    home: Annotated[Path, typer.Argument(help="Folder for the new node.")],
+    name: Annotated[str | None, typer.Option(help="Node name (default: folder name).")] = None,
+) -> None:
+    """Create a node: config file, catalog and object store."""
+    with Node.init(home, name=name) as node:
+        console.print(
+            f"Created node [bold]{node.settings.name}[/] in {node.home} "
+            f"(catalog schema v{node.catalog.schema_version})"
+        )
+
+
+@app.command("info")
+def info(
+    home: Annotated[Path, typer.Argument(help="Node home folder.")] = Path("."),
+    as_json: JsonOption = False,
+) -> None:
+    """Show a node's settings and catalog totals."""
+    with Node(home, read_only=True) as node:
+        counts = node.catalog.table_counts()
+        if as_json:
+            typer.echo(json.dumps({"name": node.settings.name, "tables": counts}, indent=2))
+            return
+        table = Table(title=f"node {node.settings.name} ({node.home})")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, rows in counts.items():
+            table.add_row(name, f"{rows:,}")
+        console.print(table)

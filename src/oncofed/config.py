@@ -1,0 +1,65 @@
+"""Node settings: ``oncofed.toml`` in the node home, overridable by ``ONCOFED_*`` variables."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from oncofed.errors import ConfigError, NodeNotFoundError
+
+CONFIG_FILE = "oncofed.toml"
+
+
+class NodeSettings(BaseSettings):
+    """What a node needs to know about itself; stored in ``<home>/oncofed.toml``."""
+
+    model_config = SettingsConfigDict(env_prefix="ONCOFED_", extra="forbid")
+
+    name: str = Field(description="Human name of the node, e.g. the hospital")
+    catalog_file: str = Field(default="catalog.duckdb", description="Catalog path, node-relative")
+    store_dir: str = Field(default="store", description="Blob store folder, node-relative")
+    reports_dir: str = Field(default="reports", description="Ingest reports folder")
+    ingest_workers: int = Field(default=0, ge=0, description="Worker processes; 0 = all cores")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables win over the values read from ``oncofed.toml``."""
+        return env_settings, init_settings
+
+
+def write_settings(home: Path, settings: NodeSettings) -> Path:
+    """Write ``settings`` to the node home's config file atomically."""
+    target = home / CONFIG_FILE
+    tmp = target.with_suffix(".toml.tmp")
+    tmp.write_text(tomli_w.dumps(settings.model_dump()), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def load_settings(home: Path) -> NodeSettings:
+    """Read a node's settings; environment variables override the file."""
+    path = home / CONFIG_FILE
+    if not path.is_file():
+        raise NodeNotFoundError(
+            f"{home} is not an oncofed node (no {CONFIG_FILE}); run `oncofed node init {home}`"
+        )
+    try:
+        values: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return NodeSettings(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid settings: {exc}") from exc
