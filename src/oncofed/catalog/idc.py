@@ -20,7 +20,7 @@ from oncofed.errors import ReferenceImportError
 SOURCE = "idc"
 # IDC stores series sizes in megabytes (10^6 bytes).
 BYTES_PER_MB = 1_000_000
-_LIST_SPLIT = re.compile(r",\s*(?!Not Otherwise Specified)")
+_LIST_SPLIT = re.compile(r",(?!\s*Not Otherwise Specified)\s*")
 
 
 @dataclass(frozen=True)

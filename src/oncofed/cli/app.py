@@ -6,7 +6,6 @@ import logging
 import sys
 
 import typer
-from rich.console import Console
 
 from oncofed import __version__
 from oncofed.cli import data, demo, node

@@ -13,6 +13,8 @@ import struct
 from oncofed.errors import IngestError
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+_SHORT_VRS = "AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST SV TM UI UL US UV"
+_ALL_VRS = _LONG_VRS | frozenset(vr.encode() for vr in _SHORT_VRS.split(" "))
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = (0xFFFE, 0xE000)
 _ITEM_END = (0xFFFE, 0xE00D)
@@ -30,18 +32,24 @@ def dataset_start(raw: bytes) -> int:
     return 132 if raw[128:132] == b"DICM" else 0
 
 
-def check_complete(raw: bytes, *, implicit_vr: bool, little_endian: bool) -> None:
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+def check_complete(raw: bytes, *, implicit_vr: bool, little_endian: bool) -> set[int]:
     """Raise TruncatedError unless every element of ``raw`` lies fully inside it.
 
     File meta elements (group 0002) are always explicit VR little endian; the rest of the data
-    set uses the encoding given.
+    set uses the encoding given. Returns the top-level tags seen (as ``group << 16 | element``).
     """
     pos = dataset_start(raw)
     meta = _Walker(raw, implicit_vr=False, little_endian=True)
     while pos + 4 <= len(raw) and meta.group_at(pos) == 0x0002:
         pos = meta.element(pos, len(raw))
+    if not implicit_vr and pos + 6 <= len(raw) and raw[pos + 4 : pos + 6] not in _ALL_VRS:
+        implicit_vr = True  # says explicit, is implicit: read it as pydicom does
     body = _Walker(raw, implicit_vr=implicit_vr, little_endian=little_endian)
     body.dataset(pos, len(raw))
+    return body.top_level_tags
 
 
 class _Walker:
@@ -49,6 +57,8 @@ class _Walker:
         self.raw = raw
         self.implicit = implicit_vr
         self.order = "<" if little_endian else ">"
+        self.top_level_tags: set[int] = set()
+        self._depth = 0
 
     def group_at(self, pos: int) -> int:
         return int(struct.unpack_from("<H", self.raw, pos)[0])
@@ -82,6 +92,8 @@ class _Walker:
     def element(self, pos: int, end: int) -> int:
         """Skip one element starting at ``pos``; return the offset after it."""
         group, elem = self._tag(pos, end)
+        if self._depth == 0:
+            self.top_level_tags.add(group << 16 | elem)
         if self.implicit or group == 0xFFFE:
             self._need(pos, 8, end, f"the header of ({group:04X},{elem:04X})")
             length = self._u32(pos + 4)
@@ -118,7 +130,9 @@ class _Walker:
                     f"found ({item_tag[0]:04X},{item_tag[1]:04X})"
                 )
             if length == _UNDEFINED and not is_pixel_fragments:
+                nested._depth += 1
                 pos = nested.dataset(pos, end, until_item_end=True)
+                nested._depth -= 1
             else:
                 self._need(pos, length, end, f"an item of ({tag[0]:04X},{tag[1]:04X})")
                 pos += length

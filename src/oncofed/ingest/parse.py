@@ -9,11 +9,11 @@ from datetime import date
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from oncofed.catalog.records import InstanceRecord
 from oncofed.errors import IngestError
-from oncofed.ingest.integrity import check_complete
+from oncofed.ingest.integrity import PIXEL_DATA_TAGS, TruncatedError, check_complete
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
@@ -54,9 +54,13 @@ def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
             raise IngestError(f"missing required attribute {name}")
         if len(value) > 64 or not _UID.match(value):
             raise IngestError(f"{name} is not a valid UID: {value!r}")
-    implicit, little = _encoding(dataset)
-    check_complete(raw, implicit_vr=implicit, little_endian=little)
     transfer_syntax = meta and _text(meta, "TransferSyntaxUID")
+    if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated: pydicom inflates it whole
+        implicit, little = _encoding(dataset)
+        tags = check_complete(raw, implicit_vr=implicit, little_endian=little)
+        is_image = "Rows" in dataset or "Image Storage" in UID(sop_class or "").name
+        if is_image and not tags & PIXEL_DATA_TAGS:
+            raise TruncatedError("an image without pixel data (file cut short?)")
     study_uid = str(dataset.StudyInstanceUID)
     return InstanceRecord(
         patient_id=_text(dataset, "PatientID") or f"no-patient-id:{study_uid}",
@@ -84,16 +88,15 @@ def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
 
 
 def _encoding(dataset: Dataset) -> tuple[bool, bool]:
-    meta = getattr(dataset, "file_meta", None)
-    syntax = meta and _text(meta, "TransferSyntaxUID")
-    if syntax:
-        uid = UID(syntax)
-        if uid.is_transfer_syntax:
-            return uid.is_implicit_VR, uid.is_little_endian
+    """The encoding pydicom found while reading (it corrects files lying about their syntax)."""
     implicit, little = dataset.original_encoding
-    return bool(implicit if implicit is not None else True), bool(
-        little if little is not None else True
-    )
+    if implicit is not None and little is not None:
+        return bool(implicit), bool(little)
+    meta = getattr(dataset, "file_meta", None)
+    syntax = UID(_text(meta, "TransferSyntaxUID") or "") if meta else UID("")
+    if syntax.is_transfer_syntax:
+        return syntax.is_implicit_VR, syntax.is_little_endian
+    return True, True
 
 
 def _text(dataset: Dataset, keyword: str) -> str | None:

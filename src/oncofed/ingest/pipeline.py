@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from oncofed.catalog.records import InstanceRecord
 from oncofed.catalog.writer import write_batch
-from oncofed.errors import IngestError
+from oncofed.errors import IngestError, StoreError
 from oncofed.ingest.parse import parse_instance
 from oncofed.ingest.report import IngestReport, Skipped
 from oncofed.ingest.stages import DeidentifyStage
@@ -71,9 +71,12 @@ def process_file(path: str, store: BlobStore, stage: DeidentifyStage) -> Outcome
         clean = stage.apply(raw, path)
         digest = sha256_hex(clean)
         record = parse_instance(clean, digest)
-        store.put(clean, digest)
     except IngestError as exc:
         return Failure(path, exc.message)
+    try:
+        store.put(clean, digest)
+    except StoreError as exc:  # the store, not the input, is at fault: stop the run
+        raise StoreError(f"cannot store {path}: {exc.message}") from exc
     return record
 
 
@@ -120,17 +123,19 @@ class Ingestor:
         self.store.create()
         pending: list[InstanceRecord] = []
         with self._progress(len(files)) as advance:
-            for outcomes in self._outcomes(files):
-                for outcome in outcomes:
-                    if isinstance(outcome, Failure):
-                        report.failed.append(Skipped(outcome.path, outcome.reason))
-                    else:
-                        pending.append(outcome)
-                advance(len(outcomes))
-                if len(pending) >= BATCH_RECORDS:
-                    self._flush(collection_id, pending, report)
-                    pending = []
-            self._flush(collection_id, pending, report)
+            try:
+                for outcomes in self._outcomes(files):
+                    for outcome in outcomes:
+                        if isinstance(outcome, Failure):
+                            report.failed.append(Skipped(outcome.path, outcome.reason))
+                        else:
+                            pending.append(outcome)
+                    advance(len(outcomes))
+                    if len(pending) >= BATCH_RECORDS:
+                        batch, pending = pending, []
+                        self._flush(collection_id, batch, report)
+            finally:  # keep what is stored even when the store fails mid-run
+                self._flush(collection_id, pending, report)
         report.finished_at = datetime.now(UTC).isoformat()
         return report
 
