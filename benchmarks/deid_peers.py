@@ -1,9 +1,9 @@
 """Compare oncofed's de-identification with peers on the same planted-PHI corpus.
 
 Peers: dicognito, pydicom's ``deid`` and dicom-anonymizer, each in its default configuration
-(``pip install dicognito deid dicom-anonymizer``; peers that are not installed are skipped). For each
-tool: identifying values leaked (planted values found in output bytes, in ASCII/Latin-1/UTF-8/UTF-16
-or ISO 2022; burned-in text left in pixels), files broken (unreadable, or UIDs that no longer match
+(``pip install dicognito deid dicom-anonymizer``; peers not installed are skipped). For each tool:
+identifying values leaked (planted values found in output bytes, in ASCII/Latin-1/UTF-8/UTF-16 or
+ISO 2022; burned-in text left in pixels), files broken (unreadable, or UIDs that no longer match
 across files of a study) and files/s on one process (read + de-identify + write).
 
     python benchmarks/deid_peers.py [--patients 20] [--seed 0]
@@ -26,7 +26,6 @@ from pydicom.dataset import Dataset
 
 from oncofed.deid.corpus import SAFE_PRIVATE, Corpus, Planted, generate_corpus
 from oncofed.deid.profile import DEFAULT_OPTIONS
-from oncofed.deid.run import write_atomic
 from oncofed.deid.stage import make_stage
 from oncofed.ingest.stages import QuarantineError
 
@@ -41,7 +40,7 @@ def _oncofed(files: list[Path], out: Path) -> dict[Path, Path]:
             data = stage.apply(path.read_bytes(), str(path))
         except QuarantineError:
             continue
-        write_atomic(out / f"{i}.dcm", data)
+        (out / f"{i}.dcm").write_bytes(data)  # like the peers: no fsync (the CLI does fsync)
         done[path] = out / f"{i}.dcm"
     return done
 
@@ -196,8 +195,10 @@ def main() -> None:
         corpus = generate_corpus(work / "corpus", patients=args.patients, seed=args.seed)
         values = sum(len(p.values) + (p.burned_box is not None) for p in corpus.files)
         print(f"corpus: {len(corpus.files)} files, {values} planted values (seed {args.seed})")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}, pydicom {_version('pydicom')}")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, pydicom {_version('pydicom')}"
+        )
         print()
         print("| tool | version | values leaked | files broken | files withheld | files/s |")
         print("|---|---|---:|---:|---:|---:|")

@@ -13,6 +13,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from oncofed.errors import ConfigError, NodeNotFoundError
 
 CONFIG_FILE = "oncofed.toml"
+# What cohort search and AI need to survive de-identification: shifted dates, age and sex
+# (manufacturer and model are outside Table E.1-1 and stay); free text, structured content and
+# burned-in text are cleaned. Device identity (station names, serial numbers) is removed: it
+# points at the hospital, and site-shift analysis needs only manufacturer and model.
+RESEARCH_DEID_OPTIONS = (
+    "retain-modified-dates",
+    "retain-patient-characteristics",
+    "clean-descriptors",
+    "clean-structured-content",
+    "clean-pixel-data",
+)
 
 
 class NodeSettings(BaseSettings):
@@ -25,6 +36,10 @@ class NodeSettings(BaseSettings):
     store_dir: str = Field(default="store", description="Blob store folder, node-relative")
     reports_dir: str = Field(default="reports", description="Ingest reports folder")
     ingest_workers: int = Field(default=0, ge=0, description="Worker processes; 0 = all cores")
+    deid_options: list[str] = Field(
+        default=list(RESEARCH_DEID_OPTIONS),
+        description="PS3.15 Annex E options applied on ingest (see `oncofed deid --help`)",
+    )
 
     @classmethod
     def settings_customise_sources(

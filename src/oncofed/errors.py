@@ -49,6 +49,12 @@ class IngestError(OncofedError):
     code = "ingest_error"
 
 
+class QuarantineError(IngestError):
+    """The input could not be made safe to store; it is quarantined with this reason."""
+
+    code = "quarantined"
+
+
 class ReferenceImportError(OncofedError):
     """A reference metadata import (e.g. the IDC index) failed."""
 

@@ -10,6 +10,9 @@ from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.idc import IdcImportResult, import_idc
 from oncofed.catalog.writer import CollectionSpec, ensure_collection
 from oncofed.config import CONFIG_FILE, NodeSettings, load_settings, write_settings
+from oncofed.deid.keys import KEY_RELATIVE_PATH, create_key, load_key
+from oncofed.deid.profile import build_profile
+from oncofed.deid.stage import DeidStage
 from oncofed.errors import ConfigError, IngestError
 from oncofed.ingest.pipeline import Ingestor
 from oncofed.ingest.report import IngestReport
@@ -38,7 +41,10 @@ class Node:
         if home.exists() and not home.is_dir():
             raise ConfigError(f"{home} exists and is not a folder")
         home.mkdir(parents=True, exist_ok=True)
-        write_settings(home, NodeSettings(name=name or home.resolve().name))
+        settings = NodeSettings(name=name or home.resolve().name)
+        build_profile("basic", settings.deid_options)  # fail before anything is written
+        create_key(home / KEY_RELATIVE_PATH)
+        write_settings(home, settings)
         return cls(home)
 
     def close(self) -> None:
@@ -91,13 +97,33 @@ class Node:
         return report
 
     def _default_stage(self, spec: CollectionSpec, already_deidentified: bool) -> DeidentifyStage:
+        """De-identify with the node's key, unless the data is declared de-identified already."""
+        declared = self._declared_deidentified(spec.collection_id)
         if already_deidentified or spec.deidentified_at_source:
+            if declared is False:
+                raise IngestError(
+                    f"collection {spec.collection_id!r} holds data de-identified by this node;"
+                    " it cannot also take data declared already de-identified"
+                )
             return DeclaredDeidentified()
-        raise IngestError(
-            f"collection {spec.collection_id!r}: refusing to store data that is not de-identified;"
-            " declare it already de-identified (public data) with already_deidentified=True"
-            " / --already-deidentified"
-        )
+        if declared:
+            raise IngestError(
+                f"collection {spec.collection_id!r} is declared already de-identified (public"
+                " data); ingest into it with --already-deidentified, or use another collection"
+            )
+        return self.deid_stage()
+
+    def deid_stage(self) -> DeidStage:
+        """The node's de-identification stage: its secret key and its configured options."""
+        key = load_key(self.home / KEY_RELATIVE_PATH)
+        return DeidStage(key=key, profile=build_profile("basic", self.settings.deid_options))
+
+    def _declared_deidentified(self, collection_id: str) -> bool | None:
+        row = self.catalog.con.execute(
+            "SELECT deidentified_at_source FROM collection WHERE collection_id = ?",
+            [collection_id],
+        ).fetchone()
+        return None if row is None else bool(row[0])
 
     def import_idc(self, *, force: bool = False) -> IdcImportResult:
         """Load the IDC reference metadata into the catalog."""

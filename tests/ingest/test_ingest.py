@@ -127,10 +127,41 @@ def test_pydicom_test_files_ingest(node: Node) -> None:
     assert report.added == len(names), report.failed
 
 
-def test_ingest_refuses_data_not_declared_deidentified(node: Node, cohort: CohortManifest) -> None:
-    with pytest.raises(IngestError, match="refusing to store data that is not de-identified"):
-        node.ingest([cohort.files[0]], "raw")
-    assert node.catalog.table_counts()["instance"] == 0
+def test_default_ingest_deidentifies_every_stored_byte(node: Node, cohort: CohortManifest) -> None:
+    report = node.ingest(cohort.files, "hospital")
+    assert report.added == cohort.instances and report.failed == []
+    assert report.stage.startswith("deid")
+    planted = {value for values in cohort.identifiers.values() for value in values}
+    assert planted  # names, IDs, dates, accession numbers, UIDs, addresses, private values
+    for blob in node.store.objects.rglob("*"):
+        if blob.is_file():
+            data = blob.read_bytes()
+            leaked = [v for v in planted if v.encode() in data]
+            assert leaked == [], blob
+    counts = node.catalog.query({"collection": ["hospital"]}, ["sex", "age"]).counts
+    assert (counts.patients, counts.series, counts.instances) == (
+        cohort.patients,
+        cohort.series,
+        cohort.instances,
+    )
+
+
+def test_deidentified_reingest_links_to_the_same_pseudonyms(
+    node: Node, cohort: CohortManifest
+) -> None:
+    node.ingest(cohort.files[:5], "hospital")
+    again = node.ingest(cohort.files, "hospital")
+    assert again.already_present == 5 and again.added == cohort.instances - 5
+    assert node.catalog.query({}).counts.patients == cohort.patients
+
+
+def test_declared_and_deidentified_data_do_not_mix(node: Node, cohort: CohortManifest) -> None:
+    node.ingest([cohort.files[0]], "public", already_deidentified=True)
+    with pytest.raises(IngestError, match="declared already de-identified"):
+        node.ingest([cohort.files[1]], "public")
+    node.ingest([cohort.files[1]], "hospital")
+    with pytest.raises(IngestError, match="de-identified by this node"):
+        node.ingest([cohort.files[2]], "hospital", already_deidentified=True)
 
 
 def test_missing_input_path_is_named(node: Node, tmp_path: Path) -> None:

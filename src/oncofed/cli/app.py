@@ -9,7 +9,9 @@ import typer
 
 from oncofed import __version__
 from oncofed.cli import data, demo, node
+from oncofed.deid import cli as deid_cli
 from oncofed.errors import OncofedError
+from oncofed.wsi import cli as wsi_cli
 
 app = typer.Typer(
     name="oncofed",
@@ -22,6 +24,8 @@ app.add_typer(data.catalog_app, name="catalog")
 app.command("ingest")(data.ingest)
 app.command("query")(data.query)
 app.command("demo")(demo.demo)
+app.command("deid")(deid_cli.deid)
+app.add_typer(wsi_cli.app, name="wsi")
 
 
 @app.command("version")
@@ -36,7 +40,5 @@ def main() -> None:
     try:
         app()
     except OncofedError as exc:
-        Console(stderr=True).print(
-            f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False
-        )
+        typer.echo(f"error ({exc.code}): {exc.message}", err=True)
         sys.exit(2)

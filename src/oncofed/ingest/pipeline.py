@@ -42,6 +42,11 @@ class Failure:
     reason: str
 
 
+@dataclass(frozen=True)
+class StoreFailure(Failure):
+    """The store could not take a file (disk full, permissions): the run must stop."""
+
+
 Outcome = InstanceRecord | Failure
 
 
@@ -60,7 +65,7 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def process_file(path: str, store: BlobStore, stage: DeidentifyStage) -> Outcome:
-    """Run one file through read → de-identify → parse → store; never raises for bad input."""
+    """Run one file through read → de-identify → parse → store; never raises."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
@@ -75,15 +80,20 @@ def process_file(path: str, store: BlobStore, stage: DeidentifyStage) -> Outcome
         return Failure(path, exc.message)
     try:
         store.put(clean, digest)
-    except StoreError as exc:  # the store, not the input, is at fault: stop the run
-        raise StoreError(f"cannot store {path}: {exc.message}") from exc
+    except StoreError as exc:  # the store, not the input, is at fault: the run stops
+        return StoreFailure(path, exc.message)
     return record
 
 
 def process_chunk(paths: Sequence[str], store_root: str, stage: DeidentifyStage) -> list[Outcome]:
     """Worker entry point: process a chunk of files."""
     store = BlobStore(Path(store_root))
-    return [process_file(path, store, stage) for path in paths]
+    outcomes: list[Outcome] = []
+    for path in paths:
+        outcomes.append(process_file(path, store, stage))
+        if isinstance(outcomes[-1], StoreFailure):
+            break
+    return outcomes
 
 
 def _chunks(files: Iterable[Path], size: int) -> Iterator[list[str]]:
@@ -126,6 +136,8 @@ class Ingestor:
             try:
                 for outcomes in self._outcomes(files):
                     for outcome in outcomes:
+                        if isinstance(outcome, StoreFailure):
+                            raise StoreError(f"cannot store {outcome.path}: {outcome.reason}")
                         if isinstance(outcome, Failure):
                             report.failed.append(Skipped(outcome.path, outcome.reason))
                         else:

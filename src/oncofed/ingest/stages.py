@@ -8,19 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from oncofed.errors import IngestError
-
-
-class QuarantineError(IngestError):
-    """The input could not be made safe to store; it is quarantined with this reason."""
-
-    code = "quarantined"
-
 
 class DeidentifyStage(Protocol):
     """Turns the raw Part-10 bytes of one input into the bytes that may enter the store."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """A short name of the stage, recorded in ingest reports."""
+        ...
 
     def apply(self, raw: bytes, source: str) -> bytes:
         """Return storable bytes for ``raw`` (read from ``source``) or raise QuarantineError."""

@@ -22,6 +22,7 @@ import numpy as np
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     DigitalMammographyXRayImageStorageForPresentation,
     EnhancedCTImageStorage,
@@ -41,7 +42,7 @@ __all__ = [
     "write_bad_inputs",
 ]
 
-SOP_CLASSES: dict[str, str] = {
+SOP_CLASSES: dict[str, UID] = {
     "CT": CTImageStorage,
     "MR": MRImageStorage,
     "MG": DigitalMammographyXRayImageStorageForPresentation,
@@ -74,18 +75,15 @@ _UID_NAMESPACE = uuid.UUID("6f1c0d2e-5b7a-4c1e-9f3d-0a6b2c8e4d17")
 _STUDY_START = dt.date(2071, 1, 1)
 _STUDY_SPAN_DAYS = 5 * 365
 _INSTITUTION_ADDRESS = "1 Fake Street, Nowhere"
-_VENDORS: dict[str, dict[str, str]] = {
-    "SynthVendor Medical": {"CT": "SynthScan 128", "MR": "SynthField Vega", "MG": "SynthMammo DR", "US": "SynthSound U9"},
-    "Fakeray Imaging": {"CT": "Fakeray Helix 64", "MR": "Fakeray Magna", "MG": "Fakeray Breastline", "US": "Fakeray Echo 5"},
-    "Mockwave Systems": {"CT": "Mockwave CT Pro", "MR": "Mockwave Orbit", "MG": "Mockwave Clarity", "US": "Mockwave Sono"},
-    "Notreal Diagnostics": {"CT": "Notreal Spiral", "MR": "Notreal Tesla", "MG": "Notreal Mammo", "US": "Notreal Wave"},
-}  # fmt: skip
+_VENDORS = ("SynthVendor Medical", "Phantomray Imaging", "Mockwave Systems", "Notreal Diagnostics")
+_MODELS = {"CT": "Helix 64", "MR": "Magna 70", "MG": "Breastline DR", "US": "Echo U9"}
 _BODY_PARTS: dict[str, tuple[str, ...]] = {
     "CT": ("CHEST", "ABDOMEN", "PELVIS"),
     "MR": ("PROSTATE", "BREAST", "BRAIN"),
     "MG": ("BREAST",),
     "US": ("BREAST",),
 }
+_BREAST_IMAGING = {"MG", "US"}  # their patients are women
 _SEX_OF_BODY_PART = {("MR", "PROSTATE"): "M", ("MR", "BREAST"): "F"}
 _STUDY_DESCRIPTIONS = {
     ("CT", "CHEST"): "CT CHEST WITH CONTRAST",
@@ -144,7 +142,10 @@ def generate_cohort(
     rows: int = 64,
     columns: int = 64,
 ) -> CohortManifest:
-    """Write a realistic cohort: 1-3 studies per patient, 1-3 series per study, 1-6 instances."""
+    """Write a realistic cohort: 1-3 studies per patient, 1-3 series per study, 1-6 instances.
+
+    Each study is of one modality; patients with MG or US (breast) studies are women.
+    """
     rng = np.random.default_rng(seed)
     ctx = _site(f"cohort/{seed}", site, modalities, rows, columns)
     files: list[Path] = []
@@ -196,9 +197,10 @@ def generate_many_small(
         if len(paths) >= count:
             break
         key = (ds.Modality, ds.PhotometricInterpretation)
-        pixels = templates.setdefault(key, _noise(rng, ds))
+        if key not in templates:
+            templates[key] = _noise(rng, ds)
         for n in range(1, min(instances_per_series, count - len(paths)) + 1):
-            paths.append(_write_instance(ds, out_dir, n, pixels))
+            paths.append(_write_instance(ds, out_dir, n, templates[key]))
     return paths
 
 
@@ -225,26 +227,31 @@ def generate_large(
 
 
 def write_bad_inputs(out_dir: Path) -> dict[str, Path]:
-    """Write one file per kind of awkward input; only ``preambleless_valid`` should ingest.
+    """Write one file per kind of awkward input, keyed by kind.
 
-    ``truncated`` is cut inside an undefined-length sequence and ``garbage_after_preamble``
-    starts like a file meta element, so pydicom raises on both instead of silently reading
-    a partial dataset.
+    pydicom raises on ``not_dicom``, ``empty``, ``truncated`` (cut inside the length field of
+    PixelData) and ``garbage_after_preamble`` (junk that starts like a file meta sequence).
+    It reads the others: ``truncated_pixel_data`` (cut halfway through the pixel values, caught
+    only by checking their length), ``no_sop_uid`` (no SOP Instance UID anywhere) and
+    ``preambleless_valid``, a good implicit VR dataset without preamble or file meta that must
+    be ingested (pydicom needs ``force=True``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     valid = _part10_bytes(_example_instance(), enforce_file_format=True)
+    pixel_data = valid.index(_PIXEL_DATA_HEADER) + len(_PIXEL_DATA_HEADER)
     no_sop = _example_instance()
     del no_sop.SOPInstanceUID
     del no_sop.file_meta.MediaStorageSOPInstanceUID
     no_sop.preamble = bytes(128)
     preambleless = _example_instance()
     del preambleless.file_meta
+    junk = np.random.default_rng(0).bytes(512)
     contents = {
         "not_dicom": b"This is a plain text file, not DICOM.\n",
-        "truncated": valid[: valid.index(b"medio-lateral") + 4],
         "empty": b"",
-        "garbage_after_preamble": bytes(128) + b"DICM" + _SQ_UNDEFINED_LENGTH + rng.bytes(512),
+        "truncated": valid[: pixel_data + 2],
+        "truncated_pixel_data": valid[: (pixel_data + 4 + len(valid)) // 2],
+        "garbage_after_preamble": bytes(128) + b"DICM" + _SQ_UNDEFINED_LENGTH + junk,
         "no_sop_uid": _part10_bytes(no_sop),
         "preambleless_valid": _part10_bytes(preambleless, implicit_vr=True, little_endian=True),
     }
@@ -254,6 +261,8 @@ def write_bad_inputs(out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+# (7FE0,0010) OW, then 2 reserved bytes and a 4-byte length, in explicit VR little endian.
+_PIXEL_DATA_HEADER = b"\xe0\x7f\x10\x00OW\x00\x00"
 # (0002,0001) SQ with undefined length: a reader must parse items out of what follows.
 _SQ_UNDEFINED_LENGTH = b"\x02\x00\x01\x00SQ\x00\x00\xff\xff\xff\xff"
 
@@ -266,13 +275,13 @@ def _site(namespace: str, name: str, modalities: Sequence[str], rows: int, colum
             f"modalities must be a non-empty subset of {sorted(SOP_CLASSES)}: {unknown}"
         )
     site_seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    picked = np.random.default_rng(site_seed).choice(sorted(_VENDORS), size=2, replace=False)
+    picked = np.random.default_rng(site_seed).choice(_VENDORS, size=2, replace=False)
     return _Site(f"{namespace}/{name}", name, tuple(str(v) for v in picked), rows, columns)
 
 
-def _uid(*parts: object) -> str:
+def _uid(*parts: object) -> UID:
     """A deterministic ``2.25.`` UID (at most 44 characters) named by ``parts``."""
-    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, '/'.join(map(str, parts))).int}"
+    return UID(f"2.25.{uuid.uuid5(_UID_NAMESPACE, '/'.join(map(str, parts))).int}")
 
 
 def _da(day: dt.date) -> str:
@@ -316,7 +325,7 @@ def _patient_studies(
     rng: np.random.Generator, ctx: _Site, number: int, modalities: list[str]
 ) -> list[Dataset]:
     """Patient and study level datasets, one per modality, in date order."""
-    sex = "F" if "MG" in modalities else str(rng.choice(["F", "M"]))
+    sex = "F" if _BREAST_IMAGING & set(modalities) else str(rng.choice(["F", "M"]))
     date = _STUDY_START + _days(rng, 0, _STUDY_SPAN_DAYS)
     birth = date - _days(rng, 30 * 365, 85 * 365)
     patient = _patient_dataset(number, sex, birth)
@@ -360,12 +369,11 @@ def _study_dataset(
     rng: np.random.Generator,
 ) -> Dataset:
     ds = copy.deepcopy(patient)
-    number = int(patient.PatientID.removeprefix("FAKE-"))
-    ds.StudyInstanceUID = _uid(ctx.namespace, number, index)
+    ds.StudyInstanceUID = _uid(ctx.namespace, patient.PatientID, index)
     ds.StudyID = str(index)
     ds.StudyDate = _da(date)
     ds.StudyTime = f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}00"
-    ds.AccessionNumber = f"FAKEACC{number:04d}{index:02d}"
+    ds.AccessionNumber = patient.PatientID.replace("FAKE-", "FAKEACC") + f"{index:02d}"
     ds.ReferringPhysicianName = "FAKE^DOCTOR"
     ds.StudyDescription = _STUDY_DESCRIPTIONS[modality, body_part]
     ds.PatientAge = f"{_age(birth, date):03d}Y"
@@ -396,7 +404,7 @@ def _series_dataset(rng: np.random.Generator, ctx: _Site, study: Dataset, number
 
 def _set_equipment(ds: Dataset, ctx: _Site, vendor: str) -> None:
     ds.Manufacturer = vendor
-    ds.ManufacturerModelName = _VENDORS[vendor][ds.Modality]
+    ds.ManufacturerModelName = f"{vendor.split()[0]} {_MODELS[ds.Modality]}"
     ds.InstitutionName = ctx.name
     ds.InstitutionAddress = _INSTITUTION_ADDRESS
     ds.StationName = f"FAKE-{ds.Modality}-{ctx.vendors.index(vendor) + 1:02d}"
@@ -588,7 +596,7 @@ def _set_instance(ds: Dataset, n: int, pixels: bytes) -> None:
 def _write_instance(ds: Dataset, out_dir: Path, n: int, pixels: bytes) -> Path:
     """Set the instance attributes of ``ds`` and write it where its UIDs say it belongs."""
     _set_instance(ds, n, pixels)
-    folder = out_dir / ds.PatientID / f"study{ds.StudyID}" / f"series{ds.SeriesNumber}"
+    folder: Path = out_dir / ds.PatientID / f"study{ds.StudyID}" / f"series{ds.SeriesNumber}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{n}.dcm"
     dcmwrite(path, ds, enforce_file_format=True)

@@ -1,0 +1,138 @@
+"""WSI speed goals, each against a peer in the same run.
+
+1. Random 256x256 level-0 tile reads: oncofed vs raw openslide-python vs tiffslide (goal: within
+   10% of the fastest raw reader).
+2. Tissue detection + tile grid of a big slide (default 100,000 x 80,000; goal < 5 s).
+3. DZI tiles over HTTP on 127.0.0.1 under concurrent load vs direct DeepZoom reads (goal >= 70%).
+
+Usage: python benchmarks/wsi.py [--width 100000 --height 80000 --reads 2000 --workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openslide
+import tiffslide
+import uvicorn
+from fastapi import FastAPI
+
+from oncofed.testing.wsi import make_slide
+from oncofed.wsi.dzi import DeepZoom
+from oncofed.wsi.open import open_slide
+from oncofed.wsi.router import make_router
+from oncofed.wsi.tiling import tile_grid
+
+
+def _rate(fn: object, coords: list[tuple[int, int]]) -> float:
+    start = time.perf_counter()
+    for x, y in coords:
+        fn(x, y)  # type: ignore[operator]
+    return len(coords) / (time.perf_counter() - start)
+
+
+def bench_reads(path: Path, n: int) -> None:
+    rng = random.Random(0)
+    osr, tsr, ours = openslide.OpenSlide(path), tiffslide.TiffSlide(path), open_slide(path)
+    w, h = ours.dimensions
+    coords = [(rng.randrange(0, w - 256), rng.randrange(0, h - 256)) for _ in range(n)]
+    peers = {
+        "openslide": lambda x, y: np.asarray(osr.read_region((x, y), 0, (256, 256))),
+        "tiffslide": lambda x, y: tsr.read_region((x, y), 0, (256, 256), as_array=True),
+        "oncofed": lambda x, y: ours.read_region(x, y, 0, 256, 256),
+    }
+    for fn in peers.values():
+        fn(*coords[0])
+    rates = {name: _rate(fn, coords) for name, fn in peers.items()}
+    best_raw = max(rates["openslide"], rates["tiffslide"])
+    for name, r in rates.items():
+        print(f"  {name:10s} {r:8.0f} tiles/s")
+    print(f"  oncofed / fastest raw = {rates['oncofed'] / best_raw:.2f} (goal >= 0.90)")
+
+
+def bench_grid(path: Path) -> None:
+    start = time.perf_counter()
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, mpp=0.5, size=256, min_tissue=0.5)
+    took = time.perf_counter() - start
+    print(f"  open + tissue + grid: {took:.2f} s, {len(grid)} tiles (goal < 5 s)")
+
+
+def bench_http(path: Path, n: int, workers: int) -> None:
+    with open_slide(path) as slide:
+        dz = DeepZoom(slide)
+        level = dz.level_count - 1
+        cols, rows = (d // 254 for d in dz.level_dimensions[level])
+        rng = random.Random(1)
+        tiles = [(rng.randrange(cols), rng.randrange(rows)) for _ in range(n)]
+
+        def direct(t: tuple[int, int]) -> None:
+            dz.tile(level, *t)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(direct, tiles))
+        direct_rate = n / (time.perf_counter() - start)
+
+    app = FastAPI()
+    app.include_router(make_router({"s": path}.get), prefix="/wsi")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    latencies: list[float] = []
+    with httpx.Client(limits=httpx.Limits(max_connections=workers)) as client:
+
+        def fetch(t: tuple[int, int]) -> None:
+            t0 = time.perf_counter()
+            r = client.get(f"http://127.0.0.1:{port}/wsi/s_files/{level}/{t[0]}_{t[1]}.jpeg")
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fetch, tiles))
+        http_rate = n / (time.perf_counter() - start)
+    server.should_exit = True
+    thread.join()
+    p95 = statistics.quantiles(latencies, n=20)[18] * 1000
+    print(f"  direct {direct_rate:.0f} tiles/s; HTTP {http_rate:.0f} tiles/s, p95 {p95:.1f} ms")
+    print(f"  HTTP / direct = {http_rate / direct_rate:.2f} (goal >= 0.70)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", type=int, default=100_000)
+    ap.add_argument("--height", type=int, default=80_000)
+    ap.add_argument("--reads", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=8)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.tiff"
+        start = time.perf_counter()
+        make_slide(path, "tiff", width=args.width, height=args.height, seed=0)
+        print(f"slide {args.width}x{args.height}: generated in {time.perf_counter() - start:.1f} s")
+        print("random 256x256 level-0 reads")
+        bench_reads(path, args.reads)
+        print("tissue detection + tile grid (0.5 mpp, 256 px)")
+        bench_grid(path)
+        print(f"DZI over HTTP, {args.workers} concurrent clients")
+        bench_http(path, args.reads, args.workers)
+
+
+if __name__ == "__main__":
+    main()

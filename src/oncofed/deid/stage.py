@@ -1,0 +1,231 @@
+"""The de-identification stage: Part-10 bytes in, verified de-identified Part-10 bytes out.
+
+parse (strictly) -> walk the profile -> clean pixels -> mark as de-identified -> encode -> scan the
+output bytes for every identifying value of the input. Any failure raises QuarantineError naming the
+source and the reason; nothing is returned half-done, so nothing half-done can be stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from io import BytesIO
+
+import pydicom
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
+
+from oncofed.deid.dataset import Rejected, Walker
+from oncofed.deid.keys import Keyring
+from oncofed.deid.pixels import clean_pixels, needs_cleaning
+from oncofed.deid.profile import Profile, build_profile
+from oncofed.deid.verify import scan
+from oncofed.errors import QuarantineError
+
+IMPLEMENTATION_UID = "2.25.233466733400419436358187447208532404171"
+IMPLEMENTATION_VERSION = "ONCOFED_DEID_1"
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+@dataclass
+class Outcome:
+    """What one input became: the output bytes and what was done to get them."""
+
+    data: bytes
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    pseudonym: str
+    actions: Counter[tuple[int, str]] = field(default_factory=Counter)
+    pixels_masked: float = 0.0
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message with quoted text (possibly a value from the file) blanked."""
+    text = _QUOTED.sub("'…'", str(exc))[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _parse(raw: bytes) -> Dataset:
+    """Parse Part-10 bytes, refusing a transfer syntax that does not match the encoding."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(BytesIO(raw))
+        except Exception as exc:
+            raise Rejected(f"not a readable DICOM Part-10 file ({_reason(exc)})") from exc
+    for warning in caught:
+        message = str(warning.message)
+        if "Expected explicit VR" in message or "Expected implicit VR" in message:
+            raise Rejected("the data set is not encoded as its transfer syntax declares")
+    _check_complete(ds)
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    if ts is None or not UID(ts).is_transfer_syntax:
+        raise Rejected(f"unknown transfer syntax {ts}")
+    if PIXEL_DATA in ds:
+        _check_pixels(ds, UID(ts))
+    return ds
+
+
+def _check_complete(ds: Dataset) -> None:
+    """Refuse a data set that ends early (pydicom stops quietly at the end of a short file)."""
+    tags = list(ds.keys())
+    if not tags:
+        raise Rejected("truncated: no data set after the file meta information")
+    last = ds.get_item(tags[-1])
+    value = getattr(last, "value", None)
+    length = getattr(last, "length", UNDEFINED_LENGTH)
+    if isinstance(value, bytes) and length != UNDEFINED_LENGTH and len(value) < length:
+        raise Rejected(f"truncated: the last element has {len(value)} of its {length} bytes")
+
+
+def _check_pixels(ds: Dataset, ts: UID) -> None:
+    """Refuse pixel data whose encapsulation or length contradicts the header."""
+    raw = ds.get_item(PIXEL_DATA)
+    encapsulated = raw.length == UNDEFINED_LENGTH if hasattr(raw, "length") else None
+    if ts.is_encapsulated and encapsulated is False:
+        raise Rejected(f"transfer syntax {ts.name} needs encapsulated pixel data; it is not")
+    if ts.is_encapsulated or encapsulated:
+        if not ts.is_encapsulated:
+            raise Rejected(f"encapsulated pixel data under native transfer syntax {ts.name}")
+        return
+    try:
+        bits = int(ds.BitsAllocated)
+        count = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+        count *= int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Rejected(f"pixel data without a valid image description ({_reason(exc)})") from exc
+    expected = (count * bits + 7) // 8
+    actual = len(raw.value or b"")
+    if actual < expected:
+        raise Rejected(f"pixel data truncated: {actual} bytes, the header implies {expected}")
+
+
+def _identity(ds: Dataset) -> str:
+    """The patient identity that pseudonym and date offset derive from."""
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if patient_id:
+        return f"id:{str(ds.get('IssuerOfPatientID', '') or '').strip()}:{patient_id}"
+    name = str(ds.get("PatientName", "") or "").strip()
+    if name:
+        return f"name:{name}:{str(ds.get('PatientBirthDate', '') or '').strip()}"
+    study = str(ds.get("StudyInstanceUID", "") or "").strip()
+    if study:
+        return f"study:{study}"
+    raise Rejected("no Patient ID, Patient's Name or Study Instance UID to link the patient by")
+
+
+@functools.lru_cache(maxsize=16)
+def _method_codes(codes: tuple[tuple[str, str], ...]) -> list[Dataset]:
+    """The De-identification Method Code Sequence items (built once, only ever written)."""
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    return items
+
+
+def _mark(ds: Dataset, profile: Profile) -> None:
+    """Record the de-identification in the attributes PS3.15 E.1.1 asks for."""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = profile.method_description()
+    ds.DeidentificationMethodCodeSequence = _method_codes(tuple(profile.codes()))
+    if "retain-modified-dates" in profile.options:
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    elif "retain-full-dates" in profile.options:
+        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    else:
+        ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _encode(ds: Dataset, ts: str) -> bytes:
+    """Write ``ds`` as Part-10 with a fresh preamble and file meta."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
+    meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID)
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class DeidStage:
+    """The DeidentifyStage of the ingest pipeline (picklable: a key and a plain profile)."""
+
+    key: bytes
+    profile: Profile = field(default_factory=build_profile)
+    name: str = "deid-ps3.15-basic"
+
+    def apply(self, raw: bytes, source: str) -> bytes:
+        """Return de-identified, verified bytes for ``raw`` or raise QuarantineError."""
+        return self.process(raw, source).data
+
+    def process(self, raw: bytes, source: str) -> Outcome:
+        """Like ``apply`` but also return what was done (for reports and the catalog)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self._process(raw)
+        except Rejected as exc:
+            raise QuarantineError(f"{source}: {exc}") from None
+        except QuarantineError:
+            raise
+        except Exception as exc:
+            raise QuarantineError(
+                f"{source}: could not be de-identified ({_reason(exc)})"
+            ) from None
+
+    def _process(self, raw: bytes) -> Outcome:
+        ds = _parse(raw)
+        for required in ("SOPClassUID", "SOPInstanceUID"):
+            if not str(ds.get(required, "") or "").strip():
+                raise Rejected(f"missing {required}")
+        keyring = Keyring(self.key)
+        identity = _identity(ds)
+        pseudonym = keyring.pseudonym(identity)
+        charsets = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+        walker = Walker(self.profile, keyring, pseudonym, keyring.day_offset(identity), charsets)
+        walker.run(ds)
+        masked = 0.0
+        if needs_cleaning(ds):
+            if "clean-pixel-data" in self.profile.options:
+                masked = clean_pixels(ds)
+            elif str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+                raise Rejected("burned-in annotation and the clean-pixel-data option is off")
+        _mark(ds, self.profile)
+        data = _encode(ds, str(ds.file_meta.TransferSyntaxUID))
+        hits = scan(data, walker.needles)
+        if hits:
+            found = "; ".join(str(hit) for hit in hits[:5])
+            raise Rejected(f"identifying values remain after de-identification: {found}")
+        return Outcome(
+            data=data,
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+            pseudonym=pseudonym,
+            actions=walker.actions,
+            pixels_masked=masked,
+        )
+
+
+def make_stage(
+    key: bytes, options: Iterable[str] = (), safe_private: Iterable[tuple[str, int, int]] = ()
+) -> DeidStage:
+    """Build a stage for ``key`` with the basic profile and ``options``."""
+    return DeidStage(key=key, profile=build_profile("basic", options, safe_private))

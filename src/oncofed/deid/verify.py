@@ -1,0 +1,108 @@
+"""Verification: scan every output byte for the input's identifying values, in many encodings.
+
+Each identifying value taken out of the input becomes a set of lower-cased byte patterns: the value
+in ASCII/Latin-1, UTF-8, UTF-16 (both byte orders) and the input's own character set; name
+components on their own; dates in the usual written forms. Hits are reported by attribute and byte
+offset, never by value, so a report cannot leak what it found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pydicom.charset import encode_string
+
+from oncofed.deid.dates import dates_in
+
+# Shorter values match by chance in pixel data; all-digit values need more digits than that.
+MIN_BYTES = 4
+MIN_DIGITS = 6
+_SPLIT_NAME = re.compile(r"[\^=,\s]+")
+_ENCODINGS = ("latin-1", "utf-8", "utf-16-le", "utf-16-be")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One identifying value found in output bytes."""
+
+    label: str
+    offset: int
+    encoding: str
+
+    def __str__(self) -> str:
+        return f"value of {self.label} found at byte {self.offset} ({self.encoding})"
+
+
+def date_forms(date: str) -> list[str]:
+    """Return common written forms of the YYYYMMDD ``date``."""
+    y, m, d = date[:4], date[4:6], date[6:8]
+    return [
+        date,
+        f"{y}-{m}-{d}",
+        f"{y}/{m}/{d}",
+        f"{y}.{m}.{d}",
+        f"{m}/{d}/{y}",
+        f"{d}/{m}/{y}",
+        f"{d}.{m}.{y}",
+        f"{d}-{m}-{y}",
+    ]
+
+
+def _long_enough(text: str) -> bool:
+    size = len(text.encode("utf-8"))
+    return size >= (MIN_DIGITS if text.isdigit() else MIN_BYTES)
+
+
+class Needles:
+    """The identifying values of one input: text (for redaction) and byte patterns (for scans)."""
+
+    def __init__(self, charsets: Sequence[str], ignore: Iterable[str]) -> None:
+        self._charsets = list(charsets)
+        self._ignore = {text.lower() for text in ignore}
+        self.texts: dict[str, str] = {}
+
+    def add_text(self, label: str, text: str) -> None:
+        """Add an identifying string (ID, address, UID...) if it is long enough to be specific."""
+        text = text.strip()
+        if _long_enough(text) and text.lower() not in self._ignore:
+            self.texts.setdefault(text, label)
+
+    def add_name(self, label: str, name: str) -> None:
+        """Add a person name: the whole value and each component."""
+        self.add_text(label, name.strip("^= "))
+        for part in _SPLIT_NAME.split(name):
+            self.add_text(label, part)
+
+    def add_dates(self, label: str, value: str) -> None:
+        """Add every date in a DA/DT value in its common written forms."""
+        for date in dates_in(value):
+            for form in date_forms(date):
+                self.add_text(label, form)
+
+    def patterns(self) -> dict[bytes, tuple[str, str]]:
+        """Return lower-cased byte pattern -> (label, encoding) for every value and encoding."""
+        found: dict[bytes, tuple[str, str]] = {}
+        for text, label in self.texts.items():
+            for variant in {text, text.upper(), text.lower()}:
+                for encoding in _ENCODINGS:
+                    try:
+                        found.setdefault(variant.encode(encoding).lower(), (label, encoding))
+                    except UnicodeEncodeError:
+                        continue
+                if self._charsets and not variant.isascii():
+                    raw = encode_string(variant, self._charsets)
+                    found.setdefault(raw.lower(), (label, "dataset character set"))
+        return found
+
+
+def scan(data: bytes, needles: Needles) -> list[Hit]:
+    """Return every identifying value of ``needles`` that occurs anywhere in ``data``."""
+    lowered = data.lower()
+    hits = []
+    for pattern, (label, encoding) in needles.patterns().items():
+        offset = lowered.find(pattern)
+        if offset >= 0:
+            hits.append(Hit(label, offset, encoding))
+    return hits

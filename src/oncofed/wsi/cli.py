@@ -1,0 +1,78 @@
+"""``oncofed wsi`` commands: info, tiles, deid. Each slide that fails is reported and skipped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oncofed.errors import OncofedError
+from oncofed.wsi.deid import deidentify_slide, output_suffix
+from oncofed.wsi.metadata import read_metadata
+from oncofed.wsi.open import detect_format, open_slide
+from oncofed.wsi.tiling import tile_grid, write_tiles_parquet
+
+app = typer.Typer(help="Whole-slide images: inspect, de-identify, tile.", no_args_is_help=True)
+
+Slides = Annotated[list[Path], typer.Argument(help="Slide files (or DICOM-WSI folders).")]
+
+
+def _each(slides: list[Path], work: Callable[[Path], str]) -> None:
+    """Run ``work`` per slide; print its result or the error, exit 1 if any slide failed."""
+    failed = 0
+    for path in slides:
+        try:
+            typer.echo(work(path))
+        except OncofedError as exc:
+            failed += 1
+            typer.echo(f"error [{exc.code}] {exc.message}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(slides: Slides) -> None:
+    """Print each slide's metadata as one JSON line."""
+    _each(slides, lambda p: json.dumps({"path": str(p), **read_metadata(p).to_dict()}))
+
+
+@app.command()
+def tiles(
+    slides: Slides,
+    mpp: Annotated[float, typer.Option(help="Tile resolution in micrometres per pixel.")] = 0.5,
+    size: Annotated[int, typer.Option(help="Tile width and height in pixels.")] = 256,
+    min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction per tile.")] = 0.5,
+    out: Annotated[Path, typer.Option(help="Folder for <slide>.tiles.parquet files.")] = Path("."),
+) -> None:
+    """Detect tissue and write tile coordinates at MPP/SIZE as Parquet, one file per slide."""
+
+    def run(path: Path) -> str:
+        with open_slide(path) as slide:
+            grid = tile_grid(slide, mpp=mpp, size=size, min_tissue=min_tissue)
+        target = write_tiles_parquet(grid, out / f"{path.name}.tiles.parquet")
+        return f"{path}: {len(grid)} tiles (level {grid.spec.level}) -> {target}"
+
+    _each(slides, run)
+
+
+@app.command()
+def deid(
+    slides: Slides,
+    out: Annotated[Path, typer.Option(help="Folder for de-identified copies.")],
+    identifier: Annotated[
+        list[str] | None, typer.Option(help="Extra identifier that must not remain (repeatable).")
+    ] = None,
+) -> None:
+    """Write de-identified, verified copies named by content hash (never the source filename)."""
+
+    def run(path: Path) -> str:
+        slide_id = read_metadata(path).slide_id
+        target = out / f"{slide_id}{output_suffix(detect_format(path))}"
+        report = deidentify_slide(path, target, identifiers=identifier or ())
+        removed = ", ".join(report.removed_images) or "none"
+        return f"{path}: removed images: {removed}; scrubbed {len(report.scrubbed)} -> {target}"
+
+    _each(slides, run)
