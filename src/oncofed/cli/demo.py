@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.rule import Rule
+from rich.table import Table
 
 from oncofed.catalog.writer import CollectionSpec
 from oncofed.cli.render import print_cohort, print_ingest_report
@@ -19,7 +20,7 @@ console = Console()
 SYNTHETIC = CollectionSpec(
     "synthetic-demo",
     "Synthetic demo cohort (generated, not real patients)",
-    description="Seeded synthetic CT/MR/MG/US studies with obviously fake identifiers.",
+    description="Seeded synthetic CT/MR/MG/US studies, de-identified on ingest by the node.",
     cancer_types=("Breast Cancer", "Prostate Cancer", "Lung Cancer"),
     body_parts=("Breast", "Prostate", "Chest"),
     license="CC0 (synthetic)",
@@ -72,11 +73,51 @@ def demo(
             f"generated {manifest.instances} DICOM files ({manifest.patients} fake patients) "
             f"in {home / 'synthetic-input'}"
         )
-        report = node.ingest([home / "synthetic-input"], SYNTHETIC, already_deidentified=True)
+        report = node.ingest([home / "synthetic-input"], SYNTHETIC)
         print_ingest_report(console, report)
+        _show_deidentified(node, manifest.files[0])
+        again = node.ingest([home / "synthetic-input"], SYNTHETIC)
+        console.print(f"ingest again: {again.summary()}")
         console.print(Rule("4. cohort queries"))
         for title, where, facets in DEMO_QUERIES:
             console.print(f"[bold]{title}[/]")
             print_cohort(console, node.catalog.query(where, facets, facet_limit=8))
     console.print(Rule("done"))
+    console.print(f"Ingest reports (JSON) are in {home / 'reports'}.")
     console.print(f"Try: oncofed query --node {home} --where modality=SM --facets collection")
+
+
+def _show_deidentified(node: Node, original: Path) -> None:
+    """One input file next to what the node stored for it."""
+    import pydicom
+
+    before = pydicom.dcmread(original, stop_before_pixels=True)
+    stored_uid = node.deid_stage().process(original.read_bytes(), str(original)).sop_instance_uid
+    row = node.catalog.con.execute(
+        "SELECT sha256 FROM instance WHERE sop_uid = ?", [stored_uid]
+    ).fetchone()
+    if row is None:
+        return
+    after = pydicom.dcmread(node.store.path_for(row[0]), stop_before_pixels=True)
+    table = Table(title=f"de-identified on ingest: {original.name}")
+    for column in ("attribute", "input file", "stored by the node"):
+        table.add_column(column)
+    for keyword in _SHOWN:
+        table.add_row(keyword, str(before.get(keyword, "")), str(after.get(keyword, "(removed)")))
+    console.print(table)
+
+
+_SHOWN = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyDate",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "InstitutionAddress",
+    "StudyInstanceUID",
+    "Manufacturer",
+    "PatientIdentityRemoved",
+)
