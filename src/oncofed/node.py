@@ -16,6 +16,7 @@ from oncofed.deid.stage import DeidStage
 from oncofed.errors import ConfigError, IngestError
 from oncofed.ingest.pipeline import Ingestor
 from oncofed.ingest.report import IngestReport
+from oncofed.ingest.slides import SlideIngestor, SlideInput
 from oncofed.ingest.stages import DeclaredDeidentified, DeidentifyStage
 from oncofed.storage.blobstore import BlobStore
 
@@ -93,6 +94,26 @@ class Node:
             show_progress=show_progress,
         )
         report = ingestor.run([Path(p) for p in paths], spec.collection_id)
+        report.save(self.reports_dir)
+        return report
+
+    def ingest_slides(
+        self, slides: Sequence[SlideInput], collection: str | CollectionSpec
+    ) -> IngestReport:
+        """De-identify and store whole-slide images, catalogued with their patients."""
+        spec = (
+            collection
+            if isinstance(collection, CollectionSpec)
+            else CollectionSpec(collection, collection)
+        )
+        if self._declared_deidentified(spec.collection_id):
+            raise IngestError(
+                f"collection {spec.collection_id!r} is declared already de-identified;"
+                " slides are de-identified by the node, so use another collection"
+            )
+        ensure_collection(self.catalog.con, spec)
+        key = load_key(self.home / KEY_RELATIVE_PATH)
+        report = SlideIngestor(self.catalog.con, self.store, key).run(slides, spec.collection_id)
         report.save(self.reports_dir)
         return report
 

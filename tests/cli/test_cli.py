@@ -91,3 +91,19 @@ def test_collections_listing(node_with_cohort: tuple[Path, int]) -> None:
         patients,
         "ingest",
     )
+
+
+def test_wsi_ingest_command(tmp_path: Path) -> None:
+    from oncofed.testing.wsi import make_slide
+
+    slide = make_slide(tmp_path / "FAKE-SLIDE-9.svs", "svs", width=1024, height=768)
+    home = tmp_path / "node"
+    assert oncofed("node", "init", home).returncode == 0
+    done = oncofed(
+        "wsi", "ingest", slide.path, "-c", "biopsies", "-n", home,
+        "--patient-id", "FAKE-0009", "--stain", "H&E", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["added"] == 1
+    missing = oncofed("wsi", "ingest", slide.path, "-c", "biopsies", "-n", home)
+    assert missing.returncode == 2 and "--patient-id" in missing.stderr

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from oncofed import __version__
-from oncofed.cli import data, demo, node
+from oncofed.cli import data, demo, node, slides
 from oncofed.deid import cli as deid_cli
 from oncofed.errors import OncofedError
 from oncofed.wsi import cli as wsi_cli
@@ -25,6 +25,7 @@ app.command("ingest")(data.ingest)
 app.command("query")(data.query)
 app.command("demo")(demo.demo)
 app.command("deid")(deid_cli.deid)
+wsi_cli.app.command("ingest")(slides.ingest_slides)
 app.add_typer(wsi_cli.app, name="wsi")
 
 

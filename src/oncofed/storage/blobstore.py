@@ -64,6 +64,25 @@ class BlobStore:
             raise StoreError(f"cannot store blob {digest} under {self.root}: {exc}") from exc
         return digest
 
+    def put_file(self, source: Path, digest: str) -> str:
+        """Move ``source`` (a file under this store's ``tmp/``) into place as blob ``digest``.
+
+        The caller hashed the file; it is fsynced, then renamed, so the move is atomic. When the
+        blob exists already, ``source`` is deleted instead.
+        """
+        target = self.path_for(digest)
+        try:
+            if target.is_file():
+                source.unlink()
+                return digest
+            with source.open("rb") as handle:
+                os.fsync(handle.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        except OSError as exc:
+            raise StoreError(f"cannot store {source} as blob {digest}: {exc}") from exc
+        return digest
+
     def get(self, digest: str) -> bytes:
         """The bytes of a stored blob."""
         try:
@@ -74,7 +93,7 @@ class BlobStore:
     def remove_stale_temporaries(self) -> int:
         """Delete leftovers of interrupted writes; return how many were removed."""
         removed = 0
-        for leftover in self.tmp.glob("*.part"):
+        for leftover in self.tmp.glob("*.part*"):
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
