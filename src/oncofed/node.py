@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.idc import IdcImportResult, import_idc
 from oncofed.catalog.writer import CollectionSpec, ensure_collection
+from oncofed.closing import Closing
 from oncofed.config import CONFIG_FILE, NodeSettings, load_settings, write_settings
 from oncofed.deid.keys import KEY_RELATIVE_PATH, create_key, load_key
 from oncofed.deid.profile import build_profile
@@ -21,7 +21,7 @@ from oncofed.ingest.stages import DeclaredDeidentified, DeidentifyStage
 from oncofed.storage.blobstore import BlobStore
 
 
-class Node:
+class Node(Closing):
     """An opened node home. Use :meth:`init` to create one, the constructor to open one."""
 
     def __init__(self, home: Path | str, *, read_only: bool = False) -> None:
@@ -52,17 +52,6 @@ class Node:
         """Close the catalog."""
         self.catalog.close()
 
-    def __enter__(self) -> Node:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     @property
     def reports_dir(self) -> Path:
         """Where ingest reports are written."""
@@ -84,8 +73,8 @@ class Node:
             if isinstance(collection, CollectionSpec)
             else CollectionSpec(collection, collection, deidentified_at_source=already_deidentified)
         )
-        stage = stage or self._default_stage(spec, already_deidentified)
-        ensure_collection(self.catalog.con, spec)
+        stage = stage or self.stage_for(spec, already_deidentified=already_deidentified)
+        self.ensure_collection(spec)
         ingestor = Ingestor(
             self.catalog.con,
             self.store,
@@ -111,13 +100,19 @@ class Node:
                 f"collection {spec.collection_id!r} is declared already de-identified;"
                 " slides are de-identified by the node, so use another collection"
             )
-        ensure_collection(self.catalog.con, spec)
+        self.ensure_collection(spec)
         key = load_key(self.home / KEY_RELATIVE_PATH)
         report = SlideIngestor(self.catalog.con, self.store, key).run(slides, spec.collection_id)
         report.save(self.reports_dir)
         return report
 
-    def _default_stage(self, spec: CollectionSpec, already_deidentified: bool) -> DeidentifyStage:
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection if it does not exist yet."""
+        ensure_collection(self.catalog.con, spec)
+
+    def stage_for(
+        self, spec: CollectionSpec, *, already_deidentified: bool = False
+    ) -> DeidentifyStage:
         """De-identify with the node's key, unless the data is declared de-identified already."""
         declared = self._declared_deidentified(spec.collection_id)
         if already_deidentified or spec.deidentified_at_source:

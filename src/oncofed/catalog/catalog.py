@@ -6,7 +6,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import duckdb
@@ -20,6 +19,7 @@ from oncofed.catalog.filters import (
 )
 from oncofed.catalog.results import CohortCounts, CohortResult, CollectionInfo, FacetBucket
 from oncofed.catalog.schema import LATEST_VERSION, MIGRATIONS, SCHEMA_VERSION_KEY
+from oncofed.closing import Closing
 from oncofed.errors import OncofedError, QueryError, SchemaVersionError
 
 _AGE_BAND = (
@@ -65,7 +65,7 @@ FACETS: tuple[str, ...] = tuple(_FACETS)
 DEFAULT_FACET_LIMIT = 50
 
 
-class Catalog:
+class Catalog(Closing):
     """A node's catalog. Open it with a path (``:memory:`` for a throw-away one)."""
 
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
@@ -79,17 +79,6 @@ class Catalog:
     def close(self) -> None:
         """Close the database connection."""
         self.con.close()
-
-    def __enter__(self) -> Catalog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def schema_version(self) -> int:

@@ -47,3 +47,20 @@ def info(
         for name, rows in counts.items():
             table.add_row(name, f"{rows:,}")
         console.print(table)
+
+
+@app.command("serve")
+def serve(
+    home: Annotated[Path, typer.Argument(help="Node home folder.")] = Path("."),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+) -> None:
+    """Serve the node: REST API (/api/v1, OpenAPI at /docs) and slide viewer (/wsi)."""
+    import uvicorn
+
+    from oncofed.server.app import create_app
+    from oncofed.server.service import NodeService
+
+    with NodeService.open(home) as service:
+        console.print(f"node {service.node.settings.name}: http://{host}:{port}/docs")
+        uvicorn.run(create_app(service), host=host, port=port, log_level="info")

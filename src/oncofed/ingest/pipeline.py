@@ -70,18 +70,23 @@ def process_file(path: str, store: BlobStore, stage: DeidentifyStage) -> Outcome
         raw = Path(path).read_bytes()
     except OSError as exc:
         return Failure(path, f"cannot read: {exc.strerror or exc}")
+    return process_bytes(raw, path, store, stage)
+
+
+def process_bytes(raw: bytes, source: str, store: BlobStore, stage: DeidentifyStage) -> Outcome:
+    """Run received bytes (named ``source`` in reports) through de-identify → parse → store."""
     if not raw:
-        return Failure(path, "empty file")
+        return Failure(source, "empty file")
     try:
-        clean = stage.apply(raw, path)
+        clean = stage.apply(raw, source)
         digest = sha256_hex(clean)
         record = parse_instance(clean, digest)
     except IngestError as exc:
-        return Failure(path, exc.message)
+        return Failure(source, exc.message)
     try:
         store.put(clean, digest)
     except StoreError as exc:  # the store, not the input, is at fault: the run stops
-        return StoreFailure(path, exc.message)
+        return StoreFailure(source, exc.message)
     return record
 
 
@@ -124,17 +129,29 @@ class Ingestor:
         self.stage = stage
         self.workers = workers or os.cpu_count() or 1
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        store.create()
 
     def run(self, paths: Sequence[Path], collection_id: str) -> IngestReport:
         """Ingest every file under ``paths`` into ``collection_id``; return the report."""
         files = list(discover(paths))
+        return self._consume(self._outcomes(files), len(files), collection_id)
+
+    def run_payloads(
+        self, payloads: Sequence[tuple[str, bytes]], collection_id: str
+    ) -> IngestReport:
+        """Ingest received objects (name, bytes) in this process (network receivers use this)."""
+        outcomes = [process_bytes(raw, name, self.store, self.stage) for name, raw in payloads]
+        return self._consume(iter([outcomes]), len(payloads), collection_id)
+
+    def _consume(
+        self, batches: Iterator[list[Outcome]], total: int, collection_id: str
+    ) -> IngestReport:
         report = IngestReport(collection=collection_id, stage=self.stage.name)
-        report.files_seen = len(files)
-        self.store.create()
+        report.files_seen = total
         pending: list[InstanceRecord] = []
-        with self._progress(len(files)) as advance:
+        with self._progress(total) as advance:
             try:
-                for outcomes in self._outcomes(files):
+                for outcomes in batches:
                     for outcome in outcomes:
                         if isinstance(outcome, StoreFailure):
                             raise StoreError(f"cannot store {outcome.path}: {outcome.reason}")

@@ -1,0 +1,68 @@
+"""A real node server on 127.0.0.1 with a random free port, in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from oncofed.node import Node
+from oncofed.server.app import create_app
+from oncofed.server.service import NodeService
+from oncofed.testing.dicom import CohortManifest, generate_cohort
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    """A served node and what it holds."""
+
+    url: str
+    service: NodeService
+    cohort: CohortManifest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    root = tmp_path_factory.mktemp("served")
+    cohort = generate_cohort(root / "in", patients=5, seed=21)
+    home = root / "node"
+    with Node.init(home, name="test-hospital") as node:
+        node.ingest(cohort.files, "synth", workers=1)
+    service = NodeService.open(home)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield RunningNode(f"http://127.0.0.1:{port}", service, cohort)
+    server.should_exit = True
+    thread.join(timeout=10)
+    service.close()
+
+
+@pytest.fixture
+def client(served: RunningNode) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        yield http
+
+
+def home_of(served: RunningNode) -> Path:
+    return served.service.node.home
