@@ -11,15 +11,16 @@ PYTEST_WORKERS ?= auto
 
 venv: $(STAMP)
 
-# Debian packages: libturbojpeg0 for wsidicomizer (DICOM-WSI conversion).
-DEBIAN_PACKAGES := libturbojpeg0
+# Debian packages: libturbojpeg0 for wsidicomizer (DICOM-WSI conversion); dcmtk, the DICOM
+# network peer the tests talk to.
+DEBIAN_PACKAGES := libturbojpeg0 dcmtk
 
 $(STAMP): pyproject.toml
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,wsi]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,7 +39,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,wsi,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	for script in benchmarks/[a-z]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:

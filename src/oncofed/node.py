@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Sequence
 from pathlib import Path
 
+from oncofed.catalog.audit import AuditLog
 from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.idc import IdcImportResult, import_idc
 from oncofed.catalog.writer import CollectionSpec, ensure_collection
@@ -20,6 +22,8 @@ from oncofed.ingest.slides import SlideIngestor, SlideInput
 from oncofed.ingest.stages import DeclaredDeidentified, DeidentifyStage
 from oncofed.storage.blobstore import BlobStore
 
+AUDIT_HEAD_FILE = "audit.head"
+
 
 class Node(Closing):
     """An opened node home. Use :meth:`init` to create one, the constructor to open one."""
@@ -29,6 +33,8 @@ class Node(Closing):
         self.settings = load_settings(self.home)
         self.store = BlobStore(self.home / self.settings.store_dir)
         self.catalog = Catalog(self.home / self.settings.catalog_file, read_only=read_only)
+        self.audit = AuditLog(self.catalog.con, self.home / AUDIT_HEAD_FILE)
+        self.actor = f"cli:{getpass.getuser()}"
         if not read_only:
             self.store.create()
             self.store.remove_stale_temporaries()
@@ -83,8 +89,19 @@ class Node(Closing):
             show_progress=show_progress,
         )
         report = ingestor.run([Path(p) for p in paths], spec.collection_id)
-        report.save(self.reports_dir)
+        self.record_ingest(report)
         return report
+
+    def record_ingest(self, report: IngestReport) -> None:
+        """Save an ingest report and audit it."""
+        saved = report.save(self.reports_dir)
+        self.audit.append(
+            self.actor,
+            "ingest",
+            f"collection/{report.collection}",
+            {"report": saved.name, "stage": report.stage, "added": report.added,
+             "failed": len(report.failed), "already_present": report.already_present},
+        )  # fmt: skip
 
     def ingest_slides(
         self, slides: Sequence[SlideInput], collection: str | CollectionSpec
@@ -103,7 +120,7 @@ class Node(Closing):
         self.ensure_collection(spec)
         key = load_key(self.home / KEY_RELATIVE_PATH)
         report = SlideIngestor(self.catalog.con, self.store, key).run(slides, spec.collection_id)
-        report.save(self.reports_dir)
+        self.record_ingest(report)
         return report
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
@@ -143,4 +160,8 @@ class Node(Closing):
 
     def import_idc(self, *, force: bool = False) -> IdcImportResult:
         """Load the IDC reference metadata into the catalog."""
-        return import_idc(self.catalog.con, force=force)
+        result = import_idc(self.catalog.con, force=force)
+        if not result.skipped_same_version:
+            details = {"version": result.version, "series": result.series}
+            self.audit.append(self.actor, "import", "reference/idc", details)
+        return result

@@ -155,4 +155,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        3,
+        "append-only, hash-chained audit log",
+        (
+            """CREATE TABLE audit (
+                seq BIGINT NOT NULL,
+                time VARCHAR NOT NULL,
+                actor VARCHAR NOT NULL,
+                action VARCHAR NOT NULL,
+                target VARCHAR NOT NULL,
+                details VARCHAR NOT NULL,
+                prev_hash VARCHAR NOT NULL,
+                hash VARCHAR NOT NULL
+            )""",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from oncofed import __version__
-from oncofed.cli import data, demo, node, slides
+from oncofed.cli import audit, data, demo, node, slides
 from oncofed.deid import cli as deid_cli
 from oncofed.errors import OncofedError
 from oncofed.wsi import cli as wsi_cli
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(node.app, name="node")
 app.add_typer(data.catalog_app, name="catalog")
+app.add_typer(audit.app, name="audit")
 app.command("ingest")(data.ingest)
 app.command("query")(data.query)
 app.command("demo")(demo.demo)

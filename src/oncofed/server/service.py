@@ -69,5 +69,5 @@ class NodeService(Closing):
             self.node.ensure_collection(spec)
             ingestor = Ingestor(self.node.catalog.con, self.node.store, stage, workers=1)
             report = ingestor.run_payloads(payloads, collection_id)
-            report.save(self.node.reports_dir)
+            self.node.record_ingest(report)
             return report

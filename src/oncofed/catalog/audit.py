@@ -1,0 +1,136 @@
+"""The append-only, hash-chained audit log.
+
+Each entry's hash covers its content and the previous entry's hash, so editing, removing or
+reordering any entry breaks the chain from there on. The newest (seq, hash) is also written to
+a head file outside the database, which catches removal of the newest entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from oncofed.errors import OncofedError
+
+GENESIS = "0" * 64
+
+
+class AuditError(OncofedError):
+    """The audit log could not be written or read."""
+
+    code = "audit_error"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded action."""
+
+    seq: int
+    time: str
+    actor: str
+    action: str
+    target: str
+    details: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where and why the chain does not verify."""
+
+    seq: int
+    reason: str
+
+
+def entry_hash(prev_hash: str, seq: int, time: str, actor: str, action: str, target: str,
+               details: str) -> str:  # fmt: skip
+    """The hash of an entry: SHA-256 over the previous hash and the entry's canonical JSON."""
+    body = json.dumps([seq, time, actor, action, target, details], ensure_ascii=False)
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+class AuditLog:
+    """The audit table of a catalog connection, with its head file."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, head_file: Path) -> None:
+        self.con = con
+        self.head_file = head_file
+
+    def append(
+        self, actor: str, action: str, target: str, details: dict[str, Any] | None = None
+    ) -> AuditEntry:
+        """Record an action; returns the entry written."""
+        text = json.dumps(details or {}, sort_keys=True, ensure_ascii=False, default=str)
+        time = datetime.now(UTC).isoformat()
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            last = self.con.execute(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+            digest = entry_hash(prev, seq, time, actor, action, target, text)
+            self.con.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [seq, time, actor, action, target, text, prev, digest],
+            )
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self.con.execute("ROLLBACK")
+            raise AuditError(f"cannot append to the audit log: {exc}") from exc
+        self._write_head(seq, digest)
+        return AuditEntry(seq, time, actor, action, target, text, prev, digest)
+
+    def entries(self, *, since: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        """Entries in sequence order."""
+        rows = self.con.execute(
+            "SELECT seq, time, actor, action, target, details, prev_hash, hash"
+            " FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            [since, limit if limit is not None else 2**62],
+        ).fetchall()
+        return [AuditEntry(int(r[0]), *r[1:]) for r in rows]
+
+    def verify(self) -> list[Break]:
+        """Every place where the chain or the head file disagrees with the entries."""
+        breaks: list[Break] = []
+        prev, expected_seq = GENESIS, 1
+        rows = self.con.execute(
+            "SELECT seq, time, actor, action, target, details, prev_hash, hash FROM audit"
+            " ORDER BY rowid"
+        ).fetchall()
+        for seq, time, actor, action, target, details, prev_hash, digest in rows:
+            if seq != expected_seq:
+                breaks.append(Break(seq, f"expected entry {expected_seq} here (removed or moved)"))
+            if prev_hash != prev:
+                breaks.append(Break(seq, "does not follow the entry before it"))
+            if entry_hash(prev_hash, seq, time, actor, action, target, details) != digest:
+                breaks.append(Break(seq, "content does not match its hash (edited)"))
+            prev, expected_seq = digest, seq + 1
+        head = self._read_head()
+        if head is not None and head != (expected_seq - 1, prev):
+            breaks.append(Break(head[0], f"head file says entry {head[0]} is the newest"))
+        return breaks
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        tmp = self.head_file.with_suffix(".tmp")
+        with tmp.open("w", encoding="ascii") as handle:
+            handle.write(f"{seq} {digest}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.head_file)
+
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            seq, digest = self.head_file.read_text(encoding="ascii").split()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise AuditError(f"unreadable audit head file {self.head_file}: {exc}") from exc
+        return int(seq), digest
