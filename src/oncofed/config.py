@@ -36,6 +36,8 @@ class NodeSettings(BaseSettings):
     store_dir: str = Field(default="store", description="Blob store folder, node-relative")
     reports_dir: str = Field(default="reports", description="Ingest reports folder")
     ingest_workers: int = Field(default=0, ge=0, description="Worker processes; 0 = all cores")
+    min_count: int = Field(default=10, ge=1, description="Counts below this are shown as <k")
+    count_rounding: int = Field(default=10, ge=1, description="Counts are rounded to this")
     deid_options: list[str] = Field(
         default=list(RESEARCH_DEID_OPTIONS),
         description="PS3.15 Annex E options applied on ingest (see `oncofed deid --help`)",

@@ -55,6 +55,18 @@ class QuarantineError(IngestError):
     code = "quarantined"
 
 
+class AuthError(OncofedError):
+    """The caller's credentials are missing, malformed, unknown, expired or revoked."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(OncofedError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
 class ReferenceImportError(OncofedError):
     """A reference metadata import (e.g. the IDC index) failed."""
 

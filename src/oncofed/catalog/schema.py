@@ -174,4 +174,39 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        4,
+        "identities: users, hashed API tokens, access grants",
+        (
+            """CREATE TABLE app_user (
+                user_id VARCHAR PRIMARY KEY,
+                display_name VARCHAR NOT NULL,
+                roles VARCHAR[] NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                disabled BOOLEAN NOT NULL DEFAULT FALSE
+            )""",
+            """CREATE TABLE api_token (
+                token_id VARCHAR PRIMARY KEY,
+                user_id VARCHAR NOT NULL,
+                secret_sha256 VARCHAR NOT NULL,
+                scopes VARCHAR[] NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                expires_at TIMESTAMPTZ NOT NULL,
+                revoked_at TIMESTAMPTZ
+            )""",
+            """CREATE TABLE access_grant (
+                grant_id VARCHAR PRIMARY KEY,
+                user_id VARCHAR NOT NULL,
+                collection_id VARCHAR NOT NULL,
+                tier TINYINT NOT NULL,
+                granted_by VARCHAR NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                expires_at TIMESTAMPTZ NOT NULL,
+                revoked_at TIMESTAMPTZ
+            )""",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version

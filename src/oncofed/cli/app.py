@@ -8,7 +8,7 @@ import sys
 import typer
 
 from oncofed import __version__
-from oncofed.cli import audit, data, demo, node, slides
+from oncofed.cli import access, audit, data, demo, node, slides
 from oncofed.deid import cli as deid_cli
 from oncofed.errors import OncofedError
 from oncofed.wsi import cli as wsi_cli
@@ -22,6 +22,9 @@ app = typer.Typer(
 app.add_typer(node.app, name="node")
 app.add_typer(data.catalog_app, name="catalog")
 app.add_typer(audit.app, name="audit")
+app.add_typer(access.users, name="users")
+app.add_typer(access.tokens, name="tokens")
+app.add_typer(access.grants, name="grants")
 app.command("ingest")(data.ingest)
 app.command("query")(data.query)
 app.command("demo")(demo.demo)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from oncofed import __version__
-from oncofed.server import api, problems
+from oncofed.server import api, auth, problems
 from oncofed.server.service import NodeService
 from oncofed.wsi.router import make_router as make_slide_router
 
@@ -23,7 +23,12 @@ def create_app(service: NodeService) -> FastAPI:
     app.state.service = service
     problems.install(app)
     app.include_router(api.make_router())
-    app.include_router(make_slide_router(_slide_resolver(service)), prefix="/wsi", tags=["wsi"])
+    app.include_router(
+        make_slide_router(_slide_resolver(service)),
+        prefix="/wsi",
+        tags=["wsi"],
+        dependencies=[Depends(auth.slide_access)],
+    )
     return app
 
 

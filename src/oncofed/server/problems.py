@@ -6,7 +6,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from oncofed.errors import (
+    AuthError,
     ConfigError,
+    ForbiddenError,
     IngestError,
     NodeNotFoundError,
     OncofedError,
@@ -18,6 +20,8 @@ from oncofed.errors import (
 PROBLEM_JSON = "application/problem+json"
 _STATUS: tuple[tuple[type[OncofedError], int], ...] = (
     (QueryError, 400),
+    (AuthError, 401),
+    (ForbiddenError, 403),
     (NodeNotFoundError, 404),
     (IngestError, 422),
     (StoreError, 507),
@@ -35,7 +39,8 @@ def problem(status: int, code: str, detail: str, instance: str) -> JSONResponse:
     """A problem-details response."""
     body = {"type": f"urn:oncofed:problem:{code}", "title": code, "status": status}
     body |= {"detail": detail, "instance": instance}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    headers = {"WWW-Authenticate": 'Bearer realm="oncofed"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -54,6 +54,13 @@ class NodeService(Closing):
         with self._lock:
             yield self.node.catalog.con
 
+    def audit(
+        self, actor: str, action: str, target: str, details: dict[str, object] | None = None
+    ) -> None:
+        """Append to the node's audit log."""
+        with self._lock:
+            self.node.audit.append(actor, action, target, details)
+
     def blob_path(self, sha256: str) -> Path:
         """Where a stored blob lives (blobs are immutable: no lock needed to read them)."""
         return self.node.store.path_for(sha256)

@@ -1,0 +1,1 @@
+"""Identities, roles, API tokens and access grants of a node."""
