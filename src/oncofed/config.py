@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from oncofed.errors import ConfigError, NodeNotFoundError
+from oncofed.storage.atomic import write_atomic
 
 CONFIG_FILE = "oncofed.toml"
 # What cohort search and AI need to survive de-identification: shifted dates, age and sex
@@ -58,11 +59,7 @@ class NodeSettings(BaseSettings):
 
 def write_settings(home: Path, settings: NodeSettings) -> Path:
     """Write ``settings`` to the node home's config file atomically."""
-    target = home / CONFIG_FILE
-    tmp = target.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(settings.model_dump()), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(home / CONFIG_FILE, tomli_w.dumps(settings.model_dump()))
 
 
 def load_settings(home: Path) -> NodeSettings:

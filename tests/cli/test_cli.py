@@ -107,3 +107,17 @@ def test_wsi_ingest_command(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["added"] == 1
     missing = oncofed("wsi", "ingest", slide.path, "-c", "biopsies", "-n", home)
     assert missing.returncode == 2 and "--patient-id" in missing.stderr
+
+
+def test_identity_commands_are_audited(node_with_cohort: tuple[Path, int]) -> None:
+    home, _ = node_with_cohort
+    assert oncofed("users", "add", "carol", "--role", "researcher", "-n", home).returncode == 0
+    issued = oncofed("tokens", "issue", "carol", "--days", "2", "-n", home)
+    assert issued.returncode == 0 and issued.stdout.strip().splitlines()[-1].startswith("ofd_")
+    assert oncofed("grants", "add", "carol", "synth", "--tier", "3", "-n", home).returncode == 0
+    refused = oncofed("grants", "add", "carol", "nowhere", "-n", home)
+    assert refused.returncode == 2 and "no collection 'nowhere'" in refused.stderr
+    shown = json.loads(oncofed("audit", "show", "-n", home, "--json").stdout)
+    assert [e["action"] for e in shown][-3:] == ["user.add", "token.issue", "grant.add"]
+    assert "ofd_" not in json.dumps(shown)  # the token itself is never logged
+    assert oncofed("audit", "verify", "-n", home).returncode == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import duckdb
 
 from oncofed.errors import OncofedError
+from oncofed.storage.atomic import write_atomic
 
 GENESIS = "0" * 64
 
@@ -119,12 +119,7 @@ class AuditLog:
         return breaks
 
     def _write_head(self, seq: int, digest: str) -> None:
-        tmp = self.head_file.with_suffix(".tmp")
-        with tmp.open("w", encoding="ascii") as handle:
-            handle.write(f"{seq} {digest}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.head_file)
+        write_atomic(self.head_file, f"{seq} {digest}\n")
 
     def _read_head(self) -> tuple[int, str] | None:
         try:

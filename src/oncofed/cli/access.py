@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +24,24 @@ ROLES_HELP = f"Role(s): {', '.join(r.value for r in Role)}."
 SCOPES_HELP = f"Scopes (default: all the roles allow): {', '.join(s.value for s in Scope)}."
 
 
+@dataclass
+class _Change:
+    """An identity change in progress: the store, who makes it, what to audit."""
+
+    store: IdentityStore
+    actor: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _audited(node: Path, action: str, target: str) -> Iterator[_Change]:
+    """Open the node, let the block change identities, then audit the change."""
+    with Node(node) as opened:
+        change = _Change(IdentityStore(opened.catalog.con), opened.actor)
+        yield change
+        opened.audit.append(opened.actor, action, target, change.details)
+
+
 @users.command("add")
 def add_user(
     user_id: str,
@@ -29,18 +50,17 @@ def add_user(
     node: NodeOption = Path("."),
 ) -> None:
     """Create a user."""
-    with Node(node) as opened:
-        IdentityStore(opened.catalog.con).add_user(user_id, role, name)
-        opened.audit.append(opened.actor, "user.add", f"user/{user_id}", {"roles": role})
+    with _audited(node, "user.add", f"user/{user_id}") as change:
+        change.store.add_user(user_id, role, name)
+        change.details["roles"] = role
     console.print(f"user {user_id} created with roles {', '.join(role)}")
 
 
 @users.command("disable")
 def disable_user(user_id: str, node: NodeOption = Path(".")) -> None:
     """Disable a user; their tokens stop working at once."""
-    with Node(node) as opened:
-        IdentityStore(opened.catalog.con).disable_user(user_id)
-        opened.audit.append(opened.actor, "user.disable", f"user/{user_id}")
+    with _audited(node, "user.disable", f"user/{user_id}") as change:
+        change.store.disable_user(user_id)
     console.print(f"user {user_id} disabled")
 
 
@@ -52,10 +72,9 @@ def issue_token(
     node: NodeOption = Path("."),
 ) -> None:
     """Issue a token; it is printed once and only its hash is kept."""
-    with Node(node) as opened:
-        issued = IdentityStore(opened.catalog.con).issue_token(user_id, scopes=scope, days=days)
-        details = {"token_id": issued.token_id, "scopes": list(issued.scopes)}
-        opened.audit.append(opened.actor, "token.issue", f"user/{user_id}", details)
+    with _audited(node, "token.issue", f"user/{user_id}") as change:
+        issued = change.store.issue_token(user_id, scopes=scope, days=days)
+        change.details.update(token_id=issued.token_id, scopes=list(issued.scopes))
     console.print(f"token {issued.token_id} for {user_id}, expires {issued.expires_at:%Y-%m-%d}")
     typer.echo(issued.token)
 
@@ -63,9 +82,8 @@ def issue_token(
 @tokens.command("revoke")
 def revoke_token(token_id: str, node: NodeOption = Path(".")) -> None:
     """Revoke a token now."""
-    with Node(node) as opened:
-        IdentityStore(opened.catalog.con).revoke_token(token_id)
-        opened.audit.append(opened.actor, "token.revoke", f"token/{token_id}")
+    with _audited(node, "token.revoke", f"token/{token_id}") as change:
+        change.store.revoke_token(token_id)
     console.print(f"token {token_id} revoked")
 
 
@@ -78,18 +96,15 @@ def add_grant(
     node: NodeOption = Path("."),
 ) -> None:
     """Grant a user access to a collection."""
-    with Node(node) as opened:
-        store = IdentityStore(opened.catalog.con)
-        grant_id = store.grant(user_id, collection, tier, opened.actor, days=days)
-        details = {"grant_id": grant_id, "tier": tier, "days": days}
-        opened.audit.append(opened.actor, "grant.add", f"collection/{collection}", details)
+    with _audited(node, "grant.add", f"collection/{collection}") as change:
+        grant_id = change.store.grant(user_id, collection, tier, change.actor, days=days)
+        change.details.update(grant_id=grant_id, user=user_id, tier=tier, days=days)
     console.print(f"grant {grant_id}: {user_id} tier {tier} on {collection} for {days:g} days")
 
 
 @grants.command("revoke")
 def revoke_grant(grant_id: str, node: NodeOption = Path(".")) -> None:
     """Revoke a grant now."""
-    with Node(node) as opened:
-        IdentityStore(opened.catalog.con).revoke_grant(grant_id)
-        opened.audit.append(opened.actor, "grant.revoke", f"grant/{grant_id}")
+    with _audited(node, "grant.revoke", f"grant/{grant_id}") as change:
+        change.store.revoke_grant(grant_id)
     console.print(f"grant {grant_id} revoked")

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from oncofed.storage.atomic import write_atomic
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -50,10 +52,6 @@ class IngestReport:
 
     def save(self, folder: Path) -> Path:
         """Write the report atomically as ``ingest-<time>.json`` in ``folder``."""
-        folder.mkdir(parents=True, exist_ok=True)
         stamp = (self.finished_at or self.started_at).replace(":", "").replace("+0000", "Z")
         target = folder / f"ingest-{stamp}-{os.getpid()}.json"
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        tmp.replace(target)
-        return target
+        return write_atomic(target, json.dumps(asdict(self), indent=2))

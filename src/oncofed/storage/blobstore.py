@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from oncofed.errors import StoreError
+from oncofed.storage.atomic import write_atomic
 
 
 def sha256_hex(data: bytes) -> str:
@@ -49,17 +49,7 @@ class BlobStore:
         if target.is_file():
             return digest
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=digest[:16], suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp_name, target)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+            write_atomic(target, data, tmp_dir=self.tmp)
         except OSError as exc:
             raise StoreError(f"cannot store blob {digest} under {self.root}: {exc}") from exc
         return digest
