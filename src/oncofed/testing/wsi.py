@@ -420,16 +420,13 @@ def make_dicom_slide(
     The fake patient name, id, slide id, scanner serial and study date go into the DICOM
     attributes; UIDs are derived from ``seed`` so the output is reproducible.
     """
-    from pydicom import Dataset, config
+    from pydicom import Dataset
     from pydicom.uid import UID, generate_uid
 
-    # Importing wsidicomizer switches pydicom, for the whole process, to strict validation and
-    # to its next major version's behaviour; undo both so other code reads files as before.
-    saved = config.settings.reading_validation_mode, config.settings.writing_validation_mode
-    from wsidicomizer import WsiDicomizer
+    from oncofed.wsi.dicomizer import import_wsidicomizer
 
-    config.future_behavior(False)
-    config.settings.reading_validation_mode, config.settings.writing_validation_mode = saved
+    # never `import wsidicomizer` directly: it changes pydicom's configuration process-wide
+    WsiDicomizer = import_wsidicomizer().WsiDicomizer
 
     ids = identifiers or FakeIdentifiers()
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""``oncofed wsi`` commands: info, tiles, deid. Each slide that fails is reported and skipped."""
+"""``oncofed wsi`` commands: info, tiles, deid, convert. A slide that fails is reported, skipped."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from oncofed.errors import OncofedError
+from oncofed.wsi.convert import convert_to_dicom
 from oncofed.wsi.deid import deidentify_slide, output_suffix
 from oncofed.wsi.metadata import read_metadata
 from oncofed.wsi.open import detect_format, open_slide
@@ -65,14 +66,39 @@ def deid(
     identifier: Annotated[
         list[str] | None, typer.Option(help="Extra identifier that must not remain (repeatable).")
     ] = None,
+    to_dicom: Annotated[
+        bool, typer.Option("--to-dicom", help="Write DICOM-WSI folders whatever the input format.")
+    ] = False,
 ) -> None:
     """Write de-identified, verified copies named by content hash (never the source filename)."""
 
     def run(path: Path) -> str:
         slide_id = read_metadata(path).slide_id
-        target = out / f"{slide_id}{output_suffix(detect_format(path))}"
-        report = deidentify_slide(path, target, identifiers=identifier or ())
+        suffix = "" if to_dicom else output_suffix(detect_format(path))
+        target = out / f"{slide_id}{suffix}"
+        report = deidentify_slide(
+            path, target, identifiers=identifier or (), to_dicom=to_dicom, uid_source=slide_id
+        )
         removed = ", ".join(report.removed_images) or "none"
         return f"{path}: removed images: {removed}; scrubbed {len(report.scrubbed)} -> {target}"
+
+    _each(slides, run)
+
+
+@app.command()
+def convert(
+    slides: Slides,
+    out: Annotated[Path, typer.Option(help="Folder for DICOM-WSI folders (one per slide).")],
+    associated: Annotated[
+        bool, typer.Option(help="Include label and overview (macro) images.")
+    ] = True,
+) -> None:
+    """Convert slides to DICOM-WSI folders named by content hash, keeping pyramid levels and JPEG
+    tiles. The copies are not de-identified: use `deid --to-dicom` for that."""
+
+    def run(path: Path) -> str:
+        slide_id = read_metadata(path).slide_id
+        files = convert_to_dicom(path, out / slide_id, uid_source=slide_id, associated=associated)
+        return f"{path}: {len(files)} DICOM instances -> {out / slide_id}"
 
     _each(slides, run)

@@ -18,11 +18,12 @@ import shutil
 import struct
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from oncofed.wsi.convert import UidSource, convert_to_dicom
 from oncofed.wsi.errors import SlideDeidError
 from oncofed.wsi.open import DICOM_WSI, OME_TIFF, detect_format, open_slide
 
@@ -89,6 +90,9 @@ NDPI_MACRO = -1.0
 MIN_IDENTIFIER = 4
 PLACEHOLDERS = frozenset({"unknown", "none", "n/a", "anonymous", "deidentified", "null"})
 SCAN_CHUNK = 8 << 20
+IDENTIFYING_KEY = re.compile(
+    r"date|time|user|name|patient|barcode|serial|label|file|slide|case|accession|\bid\b", re.I
+)
 SUFFIXES = {"aperio": ".svs", "hamamatsu": ".ndpi", "generic-tiff": ".tiff", OME_TIFF: ".ome.tiff"}
 
 
@@ -102,6 +106,7 @@ class DeidReport:
     removed_images: list[str] = field(default_factory=list)
     scrubbed: list[str] = field(default_factory=list)
     identifiers_checked: int = 0
+    found: set[str] = field(default_factory=set, repr=False)  # the identifiers searched for
 
 
 def output_suffix(fmt: str) -> str:
@@ -110,11 +115,21 @@ def output_suffix(fmt: str) -> str:
 
 
 def deidentify_slide(
-    source: str | Path, output: str | Path, *, identifiers: Iterable[str] = ()
+    source: str | Path,
+    output: str | Path,
+    *,
+    identifiers: Iterable[str] = (),
+    to_dicom: bool = False,
+    uid_source: UidSource = None,
 ) -> DeidReport:
     """Write a de-identified, verified copy of ``source`` to ``output`` (file, or folder for
     DICOM-WSI). ``identifiers`` are extra strings (e.g. the patient's name) that must not occur in
-    the output; identifiers found in the slide's own metadata are always checked too."""
+    the output; identifiers found in the slide's own metadata are always checked too.
+
+    With ``to_dicom`` the copy is a DICOM-WSI folder whatever the source format (pyramid levels and
+    JPEG tile bytes kept; see :func:`oncofed.wsi.convert.convert_to_dicom`, which also explains
+    ``uid_source``); this is also the way to de-identify OpenSlide formats that cannot be edited
+    in place (MIRAX, Ventana, ...)."""
     src, dst = Path(source), Path(output)
     fmt = detect_format(src)
     if dst.exists():
@@ -122,6 +137,8 @@ def deidentify_slide(
     dst.parent.mkdir(parents=True, exist_ok=True)
     if fmt == DICOM_WSI:
         return _deid_dicom(src, dst, fmt, set(identifiers))
+    if to_dicom:
+        return _deid_to_dicom(src, dst, fmt, set(identifiers), uid_source)
     if fmt not in SUFFIXES:
         raise SlideDeidError(
             f"{src}: de-identification of {fmt} slides is not supported; convert the slide to "
@@ -161,7 +178,8 @@ def _deid_tiff(src: Path, dst: Path, fmt: str, extra: set[str]) -> DeidReport:
     import tifffile
 
     report = DeidReport(source=src, output=dst, format=fmt)
-    found: set[str] = set(extra)
+    found = report.found
+    found.update(extra)
     fd, tmp_name = tempfile.mkstemp(prefix=".deid-", suffix=dst.suffix, dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -191,6 +209,50 @@ def _deid_tiff(src: Path, dst: Path, fmt: str, extra: set[str]) -> DeidReport:
         tmp.unlink(missing_ok=True)
         raise
     return report
+
+
+# --- any format to DICOM-WSI -----------------------------------------------------------------
+
+
+def _deid_to_dicom(
+    src: Path, dst: Path, fmt: str, extra: set[str], uid_source: UidSource
+) -> DeidReport:
+    """De-identify in the source format where possible (TIFF family), convert the clean copy to
+    DICOM-WSI without label/overview or confidential metadata, then scrub and verify the DICOM
+    instances like any DICOM-WSI slide (searching for every identifier found on the way)."""
+    work = Path(tempfile.mkdtemp(prefix=".deid-", dir=dst.parent))
+    try:
+        if fmt in SUFFIXES:
+            first = _deid_tiff(src, work / f"slide{SUFFIXES[fmt]}", fmt, extra)
+            clean, found, removed, scrubbed = (
+                first.output,
+                first.found,
+                first.removed_images,
+                first.scrubbed,
+            )
+        else:
+            with open_slide(src) as slide:
+                removed = sorted(ASSOCIATED.intersection(slide.associated_names))
+                found = extra | _property_identifiers(slide.properties)
+            clean, scrubbed = src, []
+        dicom = work / "dicom"
+        convert_to_dicom(clean, dicom, uid_source=uid_source, associated=False, confidential=False)
+        report = _deid_dicom(dicom, dst, DICOM_WSI, found)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.source = src
+    report.removed_images = sorted({*removed, *report.removed_images})
+    report.scrubbed = [*scrubbed, *report.scrubbed]
+    return report
+
+
+def _property_identifiers(properties: Mapping[str, str]) -> set[str]:
+    """Values of vendor properties whose names suggest identity (dates, names, barcodes, ...)."""
+    found: set[str] = set()
+    for key, value in properties.items():
+        if not key.startswith("openslide.") and IDENTIFYING_KEY.search(key):
+            _harvest(found, value)
+    return found
 
 
 def _associated_pages(tif: Any, fmt: str) -> dict[int, str]:
@@ -340,7 +402,8 @@ def _deid_dicom(src: Path, dst: Path, fmt: str, extra: set[str]) -> DeidReport:
     import pydicom
 
     report = DeidReport(source=src, output=dst, format=fmt)
-    found = set(extra)
+    found = report.found
+    found.update(extra)
     tmp = Path(tempfile.mkdtemp(prefix=".deid-", dir=dst.parent))
     try:
         files = sorted(p for p in src.iterdir() if p.is_file()) if src.is_dir() else [src]

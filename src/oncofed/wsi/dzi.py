@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import math
 
+import imagecodecs
+import numpy as np
 from PIL import Image
 
 from oncofed.wsi.errors import SlideNotFoundError
@@ -54,9 +55,8 @@ class DeepZoom:
         rw = max(1, math.ceil((x1 - x0) * scale / ds))
         rh = max(1, math.ceil((y1 - y0) * scale / ds))
         rgb = self.slide.read_region(x0 * scale, y0 * scale, slide_level, rw, rh)
-        img = Image.fromarray(rgb)
         if (rw, rh) != (x1 - x0, y1 - y0):
-            img = img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=self.quality)
-        return buf.getvalue()
+            img = Image.fromarray(rgb).resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+            rgb = np.asarray(img)
+        # libjpeg-turbo straight from the array (baseline, 4:2:0, like PIL's defaults; faster)
+        return bytes(imagecodecs.jpeg8_encode(rgb, level=self.quality))

@@ -7,6 +7,7 @@ back as RGB ``uint8`` arrays of shape (height, width, 3); areas outside the imag
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from oncofed.wsi.errors import CorruptSlideError, NoPyramidError, UnsupportedSlideError
+from oncofed.wsi.tiles import JpegTilePage, TileCache
 
 RGB = NDArray[np.uint8]
 WHITE = 255
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 DICOM_WSI = "dicom-wsi"
 OME_TIFF = "ome-tiff"
+DIRECT_TIFF_VENDORS = frozenset({"aperio", "generic-tiff"})  # tiled TIFF pages, one per level
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,39 @@ class OpenSlideSlide(Slide):
         self.objective_power = float(power) if power else None
         self.compression = _tiff_compression(path)
         self.associated_names = tuple(sorted(self._osr.associated_images))
+        self._fd: int | None = None
+        self._direct: list[JpegTilePage | None] = [None] * len(self.levels)
+        if vendor in DIRECT_TIFF_VENDORS:
+            self._open_direct()
+
+    def _open_direct(self) -> None:
+        """Read levels stored as tiled JPEG pages directly (see ``oncofed.wsi.tiles``)."""
+        import tifffile
+
+        with tifffile.TiffFile(self.path) as tif:
+            pages = {}
+            for page in tif.pages:
+                if not isinstance(page, tifffile.TiffPage):
+                    continue
+                size = (page.imagewidth, page.imagelength)
+                if page.is_tiled and size not in pages:
+                    pages[size] = page
+            matched = [pages.get((lv.width, lv.height)) for lv in self.levels]
+            if not any(p is not None and JpegTilePage.supports(p) for p in matched):
+                return
+            self._fd = os.open(self.path, os.O_RDONLY)
+            cache = TileCache()
+            self._direct = [
+                JpegTilePage(self._fd, p, i, cache)
+                if p is not None and JpegTilePage.supports(p)
+                else None
+                for i, p in enumerate(matched)
+            ]
 
     def _read(self, level: int, lx: int, ly: int, width: int, height: int) -> RGB:
+        direct = self._direct[level]
+        if direct is not None:
+            return direct.read(lx, ly, width, height)
         ds = self.levels[level].downsample
         loc = (round(lx * ds), round(ly * ds))
         rgba = np.asarray(self._osr.read_region(loc, level, (width, height)))
@@ -158,6 +192,10 @@ class OpenSlideSlide(Slide):
         return np.asarray(self._osr.associated_images[name].convert("RGB"))
 
     def close(self) -> None:
+        self._direct = [None] * len(self.levels)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._osr.close()
 
 
@@ -188,6 +226,14 @@ class TiffSlide(Slide):
             for lv, arr in zip(series.levels, arrays, strict=True)
         )
         self._arrays = arrays
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+        cache = TileCache()
+        self._direct: list[JpegTilePage | None] = [
+            JpegTilePage(self._fd, lv.keyframe, i, cache)
+            if JpegTilePage.supports(lv.keyframe)
+            else None
+            for i, lv in enumerate(series.levels)
+        ]
         page = series.levels[0].keyframe
         self.compression = str(tifffile.COMPRESSION(page.compression).name).lower()
         self.mpp = _ome_mpp(self._tif.ome_metadata or "")
@@ -197,6 +243,9 @@ class TiffSlide(Slide):
         self.properties = {"ome.image-count": str(len(self._tif.series))}
 
     def _read(self, level: int, lx: int, ly: int, width: int, height: int) -> RGB:
+        direct = self._direct[level]
+        if direct is not None:
+            return direct.read(lx, ly, width, height)
         arr = np.asarray(self._arrays[level][ly : ly + height, lx : lx + width])
         return arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)
 
@@ -204,6 +253,10 @@ class TiffSlide(Slide):
         return np.asarray(self._assoc[name].asarray(), dtype=np.uint8)
 
     def close(self) -> None:
+        self._direct = [None] * len(self.levels)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._tif.close()
 
 
