@@ -92,11 +92,11 @@ class Node(Closing):
         self.record_ingest(report)
         return report
 
-    def record_ingest(self, report: IngestReport) -> None:
-        """Save an ingest report and audit it."""
+    def record_ingest(self, report: IngestReport, actor: str | None = None) -> None:
+        """Save an ingest report and audit it (as ``actor``, default this node's CLI user)."""
         saved = report.save(self.reports_dir)
         self.audit.append(
-            self.actor,
+            actor or self.actor,
             "ingest",
             f"collection/{report.collection}",
             {"report": saved.name, "stage": report.stage, "added": report.added,

@@ -50,6 +50,16 @@ class StoreFailure(Failure):
 Outcome = InstanceRecord | Failure
 
 
+@dataclass(frozen=True)
+class PayloadResult:
+    """A network receive: the report, one outcome per processed payload (in order), and the
+    SOP Instance UIDs that conflicted with stored instances."""
+
+    report: IngestReport
+    outcomes: list[Outcome]
+    conflicts: set[str]
+
+
 def discover(paths: Iterable[Path]) -> Iterator[Path]:
     """Every regular file under ``paths`` (recursively, sorted, hidden files included)."""
     for path in paths:
@@ -138,10 +148,24 @@ class Ingestor:
 
     def run_payloads(
         self, payloads: Sequence[tuple[str, bytes]], collection_id: str
-    ) -> IngestReport:
-        """Ingest received objects (name, bytes) in this process (network receivers use this)."""
-        outcomes = [process_bytes(raw, name, self.store, self.stage) for name, raw in payloads]
-        return self._consume(iter([outcomes]), len(payloads), collection_id)
+    ) -> PayloadResult:
+        """Ingest received objects (name, bytes) in this process (network receivers use this).
+
+        Stops at the first store failure: later payloads are not processed (their outcome is
+        missing from the result) and that failure is reported instead of raised.
+        """
+        outcomes: list[Outcome] = []
+        for name, raw in payloads:
+            outcomes.append(process_bytes(raw, name, self.store, self.stage))
+            if isinstance(outcomes[-1], StoreFailure):
+                break
+        processed = [o for o in outcomes if not isinstance(o, StoreFailure)]
+        report = self._consume(iter([processed]), len(payloads), collection_id)
+        report.failed += [
+            Skipped(o.path, o.reason) for o in outcomes if isinstance(o, StoreFailure)
+        ]
+        conflicts = {c.path for c in report.conflicts}
+        return PayloadResult(report, outcomes, conflicts)
 
     def _consume(
         self, batches: Iterator[list[Outcome]], total: int, collection_id: str

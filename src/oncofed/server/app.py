@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 
 from oncofed import __version__
-from oncofed.server import api, auth, problems
+from oncofed.server import api, auth, dicomweb, problems
 from oncofed.server.service import NodeService
 from oncofed.wsi.router import make_router as make_slide_router
 
@@ -23,6 +23,7 @@ def create_app(service: NodeService) -> FastAPI:
     app.state.service = service
     problems.install(app)
     app.include_router(api.make_router())
+    app.include_router(dicomweb.make_router(), prefix="/dicomweb", tags=["dicomweb"])
     app.include_router(
         make_slide_router(_slide_resolver(service)),
         prefix="/wsi",

@@ -17,8 +17,7 @@ import duckdb
 from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.writer import CollectionSpec
 from oncofed.closing import Closing
-from oncofed.ingest.pipeline import Ingestor
-from oncofed.ingest.report import IngestReport
+from oncofed.ingest.pipeline import Ingestor, PayloadResult
 from oncofed.node import Node
 
 RECEIVED_COLLECTION = "received"
@@ -66,15 +65,20 @@ class NodeService(Closing):
         return self.node.store.path_for(sha256)
 
     def receive(
-        self, payloads: Sequence[tuple[str, bytes]], collection: str | None = None
-    ) -> IngestReport:
-        """Ingest objects received over the network through the node's de-identification."""
+        self,
+        payloads: Sequence[tuple[str, bytes]],
+        collection: str | None = None,
+        *,
+        actor: str = "network",
+    ) -> PayloadResult:
+        """Ingest objects received over the network through the node's de-identification;
+        the result says what became of each payload (its stored, de-identified UIDs)."""
         collection_id = collection or self.receive_collection
         with self._lock:
             spec = CollectionSpec(collection_id, collection_id)
             stage = self.node.stage_for(spec)
             self.node.ensure_collection(spec)
             ingestor = Ingestor(self.node.catalog.con, self.node.store, stage, workers=1)
-            report = ingestor.run_payloads(payloads, collection_id)
-            self.node.record_ingest(report)
-            return report
+            result = ingestor.run_payloads(payloads, collection_id)
+            self.node.record_ingest(result.report, actor)
+            return result
