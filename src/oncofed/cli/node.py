@@ -52,15 +52,38 @@ def info(
 @app.command("serve")
 def serve(
     home: Annotated[Path, typer.Argument(help="Node home folder.")] = Path("."),
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on (HTTP).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (HTTP).")] = 8080,
+    dimse_port: Annotated[
+        int | None, typer.Option(help="Also accept DICOM associations on this port.")
+    ] = None,
+    dimse_host: Annotated[str, typer.Option(help="Address for DICOM associations.")] = "127.0.0.1",
+    ae_title: Annotated[str, typer.Option(help="This node's AE title.")] = "ONCOFED",
+    dimse_peer: Annotated[
+        list[str] | None,
+        typer.Option(help="A DICOM peer allowed to associate: AET=host:port (repeatable)."),
+    ] = None,
 ) -> None:
-    """Serve the node: REST API (/api/v1, OpenAPI at /docs) and slide viewer (/wsi)."""
+    """Serve the node: REST API (/api/v1, OpenAPI at /docs), DICOMweb (/dicomweb), slide
+    viewer (/wsi) and, with --dimse-port, DICOM C-ECHO/STORE/FIND/GET/MOVE."""
     import uvicorn
 
     from oncofed.server.app import create_app
+    from oncofed.server.dimse import DimseServer, parse_peer
     from oncofed.server.service import NodeService
 
+    peers = dict(parse_peer(text) for text in dimse_peer or [])
     with NodeService.open(home) as service:
+        dimse = None
+        if dimse_port is not None:
+            dimse = DimseServer(
+                service, peers=peers, ae_title=ae_title, host=dimse_host, port=dimse_port
+            )
+            dimse.start()
+            console.print(f"DICOM: {ae_title}@{dimse_host}:{dimse.port}, peers {sorted(peers)}")
         console.print(f"node {service.node.settings.name}: http://{host}:{port}/docs")
-        uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+        try:
+            uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+        finally:
+            if dimse is not None:
+                dimse.stop()
