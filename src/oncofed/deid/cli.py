@@ -51,7 +51,8 @@ def deid(
     key: Annotated[Path | None, typer.Option(help="key file (default <node-dir>/secrets)")] = None,
     node_dir: Annotated[Path, typer.Option(help="node home holding secrets/deid.key")] = Path("."),
     safe_private: Annotated[
-        Path | None, typer.Option(help="JSON list of safe private [creator, group, element]")
+        Path | None,
+        typer.Option(help="JSON list of [creator, group, element] kept besides PS3.15 E.3.10-1"),
     ] = None,
     report: Annotated[
         Path | None, typer.Option(help="report path (default <OUT>.deid-report.json)")

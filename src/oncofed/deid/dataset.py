@@ -128,7 +128,7 @@ class Walker:
                 self.actions[(t, action)] += 1
                 self._apply(ds, t, action, depth)
         if private:
-            self._private(ds, private)
+            self._private(ds, private, depth)
 
     def _vr(self, ds: Dataset, tag: int) -> str:
         """The element's VR; Rejected if it contradicts the dictionary (text vs number vs bulk)."""
@@ -153,45 +153,43 @@ class Walker:
             self.actions[(tag, action)] += 1
             self._apply(ds, tag, action, depth)
 
-    def _collect(self, ds: Dataset, tag: int, vr: str, action: str) -> None:
-        if action == "K":
-            return
+    def _collect(self, tag: int, elem: DataElement, vr: str, action: str) -> None:
         if vr == "PN":
-            for text in _texts(ds[tag].value):
+            for text in _texts(elem.value):
                 self.needles.add_name(label_of(tag), text)
         elif vr in ("DA", "DT"):
-            for text in _texts(ds[tag].value):
+            for text in _texts(elem.value):
                 self.needles.add_dates(label_of(tag), text)
         elif (vr == "UI" and action == "U") or (tag in self.profile.identifying and vr in TEXT_VRS):
-            for text in _texts(ds[tag].value):
+            for text in _texts(elem.value):
                 self.needles.add_text(label_of(tag), text)
 
     def _apply(self, ds: Dataset, tag: int, action: str, depth: int) -> None:
         vr = self._vr(ds, tag)
         if vr == "SQ":
-            if action in ("X", "Z"):
-                if action == "X":
-                    del ds[tag]
-                else:
-                    ds[tag].value = Sequence()
+            if action == "X":
+                del ds[tag]
+            elif action == "Z":
+                ds[tag].value = Sequence()
             else:
                 self._recurse(ds, tag, depth)
             return
-        self._collect(ds, tag, vr, action)
+        if action == "K":
+            return  # kept as read: never decoded
+        elem = ds[tag]  # decoded once, for the values to verify and to change
+        self._collect(tag, elem, vr, action)
         if action == "X":
             del ds[tag]
-        elif action == "K":
-            return
         elif tag in PSEUDONYM_TAGS and action in ("Z", "D"):
-            ds[tag].value = self.pseudonym
+            elem.value = self.pseudonym
         elif action == "Z":
-            ds[tag].value = None
+            elem.value = None
         elif action == "D":
-            self._dummy(ds[tag], vr)
+            self._dummy(elem, vr)
         elif action == "U":
-            self._uids(ds[tag], vr)
+            self._uids(elem, vr)
         elif action == "C":
-            self._clean(ds, tag, vr)
+            self._clean(ds, tag, elem, vr)
 
     def _dummy(self, elem: DataElement, vr: str) -> None:
         if vr == "UI":
@@ -206,10 +204,9 @@ class Walker:
         mapped = [self.keyring.uid(text.strip("\0 ")) for text in _texts(elem.value)]
         elem.value = mapped if len(mapped) > 1 else (mapped[0] if mapped else None)
 
-    def _clean(self, ds: Dataset, tag: int, vr: str) -> None:
+    def _clean(self, ds: Dataset, tag: int, elem: DataElement, vr: str) -> None:
         if vr in ("DA", "DT"):
             shift = shift_da if vr == "DA" else shift_dt
-            elem = ds[tag]
             moved = [shift(text, self.offset) for text in _texts(elem.value)]
             if any(m is None for m in moved):
                 self.date_blanked += 1
@@ -219,7 +216,13 @@ class Walker:
         elif vr in TEXT_VRS:
             self._to_clean.append((ds, tag))
 
-    def _private(self, ds: Dataset, tags: list[int]) -> None:
+    def _private(self, ds: Dataset, tags: list[int], depth: int) -> None:
+        """Remove private elements, except listed safe ones (with their creator) under the option.
+
+        An element (gggg,bbee) belongs to the block whose creator is (gggg,00bb); it is safe when
+        that creator, gggg and ee are listed (PS3.15 Table E.3.10-1 or the operator's list) and the
+        VR the file states, if any, is the listed one. A kept sequence is walked like any other.
+        """
         keep: set[int] = set()
         if self.profile.keep_private:
             for tag in tags:
@@ -227,10 +230,17 @@ class Walker:
                 if element < 0x1000:
                     continue
                 creator_tag = (tag & 0xFFFF0000) | (element >> 8)
-                creator = ds.get(creator_tag)
-                name = str(creator.value).strip() if creator is not None else ""
-                if self.profile.is_safe_private(name, tag >> 16, element):
-                    keep.update((tag, creator_tag))
+                if creator_tag not in ds:
+                    continue
+                name = str(ds[creator_tag].value or "").strip()
+                vr = ds.get_item(tag).VR
+                if not self.profile.is_safe_private(name, tag >> 16, element, vr):
+                    continue
+                if self.profile.safe_private_vr(name, tag >> 16, element) == "SQ":
+                    if ds[tag].VR != "SQ":
+                        continue  # listed as a sequence but not readable as one: not kept
+                    self._recurse(ds, tag, depth)
+                keep.update((tag, creator_tag))
         for tag in tags:
             if tag not in keep:
                 del ds[tag]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pydicom._dicom_dict import DicomDictionary
 
 from oncofed.deid.annex_e_table import EDITION, EXACT, MASKED, PRIVATE
+from oncofed.deid.safe_private_table import SAFE_PRIVATE
 from oncofed.errors import ConfigError
 
 # Option name -> DICOM code value (CID 7050); the options oncofed implements.
@@ -82,7 +83,8 @@ class Profile:
     masked: tuple[tuple[int, int, str], ...]
     identifying: frozenset[int]
     keep_private: bool
-    safe_private: frozenset[tuple[str, int, int]]
+    # (private creator, group, element offset in the block) -> VR it must have ("" for any)
+    safe_private: dict[tuple[str, int, int], str]
 
     def action(self, tag: int) -> str | None:
         """Return the action for a public ``tag``, or None where the profile keeps it as is."""
@@ -93,9 +95,22 @@ class Profile:
                     return code
         return found
 
-    def is_safe_private(self, creator: str, group: int, element: int) -> bool:
-        """True if the private element (``creator``, ``group``, low byte ``element``) may stay."""
-        return self.keep_private and (creator, group, element & 0xFF) in self.safe_private
+    def safe_private_vr(self, creator: str, group: int, element: int) -> str | None:
+        """The listed VR ("" for any) if (``creator``, ``group``, low byte of ``element``) may
+        stay, else None (always None without the Retain Safe Private option)."""
+        if not self.keep_private:
+            return None
+        return self.safe_private.get((creator, group, element & 0xFF))
+
+    def is_safe_private(
+        self, creator: str, group: int, element: int, vr: str | None = None
+    ) -> bool:
+        """True if the private element may stay: listed, and ``vr`` (when the file states one
+        other than UN) is the listed VR."""
+        listed = self.safe_private_vr(creator, group, element)
+        if listed is None:
+            return False
+        return not listed or vr in (None, "UN") or vr == listed
 
     def method_description(self) -> str:
         """Return the De-identification Method text (LO, at most 64 characters)."""
@@ -159,5 +174,13 @@ def build_profile(
         identifying=frozenset(identifying),
         keep_private=PRIVATE[2].get("retain-safe-private") is not None
         and "retain-safe-private" in active,
-        safe_private=frozenset((c.strip(), g, e & 0xFF) for c, g, e in safe_private),
+        safe_private=_safe_private(safe_private) if "retain-safe-private" in active else {},
     )
+
+
+def _safe_private(extra: Iterable[tuple[str, int, int]]) -> dict[tuple[str, int, int], str]:
+    """PS3.15 Table E.3.10-1 (its K rows) plus the operator's own safe private attributes."""
+    found = {(c, g, e): vr for c, g, e, vr, _vm, action in SAFE_PRIVATE if action == "K"}
+    for creator, group, element in extra:
+        found.setdefault((creator.strip(), group, element & 0xFF), "")
+    return found

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
 from oncofed.deid.dataset import Rejected, Walker
+from oncofed.deid.encode import encode
 from oncofed.deid.keys import Keyring
 from oncofed.deid.pixels import clean_pixels, needs_cleaning
 from oncofed.deid.profile import Profile, build_profile
@@ -156,11 +157,7 @@ def _encode(ds: Dataset, ts: str) -> bytes:
     meta.TransferSyntaxUID = UID(ts)
     meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
-    ds.preamble = b"\0" * 128
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return encode(ds, meta)
 
 
 @dataclass(frozen=True)

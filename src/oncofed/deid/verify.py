@@ -14,6 +14,11 @@ from dataclasses import dataclass
 
 from pydicom.charset import encode_string
 
+try:
+    import ahocorasick
+except ImportError:  # optional: the scan falls back to one bytes.find per pattern
+    ahocorasick = None
+
 from oncofed.deid.dates import dates_in
 
 # Shorter values match by chance in pixel data; all-digit values need more digits than that.
@@ -85,6 +90,12 @@ class Needles:
         """Return lower-cased byte pattern -> (label, encoding) for every value and encoding."""
         found: dict[bytes, tuple[str, str]] = {}
         for text, label in self.texts.items():
+            if text.isascii():
+                # Case variants and Latin-1/UTF-8 all lower-case to the same bytes: one of each.
+                found.setdefault(text.encode("latin-1").lower(), (label, "latin-1"))
+                found.setdefault(text.encode("utf-16-le").lower(), (label, "utf-16-le"))
+                found.setdefault(text.encode("utf-16-be").lower(), (label, "utf-16-be"))
+                continue
             for variant in {text, text.upper(), text.lower()}:
                 for encoding in _ENCODINGS:
                     try:
@@ -98,11 +109,35 @@ class Needles:
 
 
 def scan(data: bytes, needles: Needles) -> list[Hit]:
-    """Return every identifying value of ``needles`` that occurs anywhere in ``data``."""
+    """Return every identifying value of ``needles`` that occurs anywhere in ``data``.
+
+    One Aho-Corasick pass over the lower-cased bytes (pyahocorasick) where it is installed, else
+    one ``bytes.find`` per pattern; both report each pattern at its first offset, in pattern order.
+    """
     lowered = data.lower()
+    patterns = needles.patterns()
+    if ahocorasick is not None and patterns:
+        first = _first_offsets(lowered, patterns)
+        return [Hit(patterns[p][0], offset, patterns[p][1]) for p, offset in first.items()]
     hits = []
-    for pattern, (label, encoding) in needles.patterns().items():
+    for pattern, (label, encoding) in patterns.items():
         offset = lowered.find(pattern)
         if offset >= 0:
             hits.append(Hit(label, offset, encoding))
     return hits
+
+
+def _first_offsets(data: bytes, patterns: dict[bytes, tuple[str, str]]) -> dict[bytes, int]:
+    """Pattern -> offset of its first occurrence in ``data``, in the order of ``patterns``."""
+    assert ahocorasick is not None
+    automaton = ahocorasick.Automaton()
+    for index, pattern in enumerate(patterns):
+        # Latin-1 maps bytes 1:1 to code points, so str matching is byte matching.
+        automaton.add_word(pattern.decode("latin-1"), index)
+    automaton.make_automaton()
+    first: dict[int, int] = {}
+    keys = list(patterns)
+    for end, index in automaton.iter(data.decode("latin-1")):
+        if index not in first:
+            first[index] = end - len(keys[index]) + 1
+    return {keys[index]: first[index] for index in sorted(first)}
