@@ -63,12 +63,16 @@ class IdentityStore:
         parsed = _roles(roles)
         if not parsed:
             raise ConfigError(f"user {user_id!r} needs at least one role")
-        if self._user_row(user_id) is not None:
+        if self.has_user(user_id):
             raise ConfigError(f"user {user_id!r} exists already")
         self.con.execute(
             "INSERT INTO app_user (user_id, display_name, roles) VALUES (?, ?, ?)",
             [user_id, display_name or user_id, sorted(r.value for r in parsed)],
         )
+
+    def has_user(self, user_id: str) -> bool:
+        """Whether ``user_id`` exists (enabled or not)."""
+        return self._user_row(user_id) is not None
 
     def disable_user(self, user_id: str) -> None:
         """Disable a user: every token of theirs stops working."""

@@ -42,6 +42,7 @@ def version() -> None:
 def main() -> None:
     """Entry point: run the app, print oncofed errors without a traceback, exit 2 on them."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         app()
     except OncofedError as exc:

@@ -28,7 +28,7 @@ SYNTHETIC = CollectionSpec(
 
 DEMO_QUERIES: tuple[tuple[str, dict[str, object], tuple[str, ...]], ...] = (
     (
-        "Prostate MR across the IDC",
+        "Prostate MR, all collections",
         {"cancer_type": ["Prostate"], "modality": ["MR"]},
         ("collection", "manufacturer"),
     ),
@@ -48,9 +48,13 @@ DEMO_QUERIES: tuple[tuple[str, dict[str, object], tuple[str, ...]], ...] = (
 def demo(
     home: Annotated[Path, typer.Argument(help="Folder for the demo node.")] = Path("demo-data"),
     patients: Annotated[int, typer.Option(help="Synthetic patients to generate.")] = 40,
+    serve: Annotated[bool, typer.Option(help="Serve the node at the end.")] = True,
+    serve_for: Annotated[float, typer.Option(help="Seconds to serve (0: until Ctrl-C).")] = 0,
 ) -> None:
-    """Build a demo node (IDC index + synthetic cohort) and run cohort queries on it."""
-    from oncofed.testing.dicom import generate_cohort  # only the demo needs the generator
+    """Build a demo node (IDC index, de-identified synthetic cohort and slide), query it,
+    then serve it (REST, DICOMweb, slide viewer) and show what each kind of caller sees."""
+    from oncofed.cli.demo_serve import demo_tokens, serve_demo
+    from oncofed.testing.dicom import generate_cohort  # only the demo needs the generators
 
     console.print(Rule("1. node"))
     node = Node(home) if (home / CONFIG_FILE).exists() else Node.init(home, name="demo-node")
@@ -78,13 +82,18 @@ def demo(
         _show_deidentified(node, manifest.files[0])
         again = node.ingest([home / "synthetic-input"], SYNTHETIC)
         console.print(f"ingest again: {again.summary()}")
-        console.print(Rule("4. cohort queries"))
+        console.print(Rule("4. a whole-slide image"))
+        slide_id = _ingest_demo_slide(node, home)
+        console.print(Rule("5. cohort queries"))
         for title, where, facets in DEMO_QUERIES:
             console.print(f"[bold]{title}[/]")
             print_cohort(console, node.catalog.query(where, facets, facet_limit=8))
-    console.print(Rule("done"))
+        tokens = demo_tokens(node, [SYNTHETIC.collection_id, SLIDES])
     console.print(f"Ingest reports (JSON) are in {home / 'reports'}.")
     console.print(f"Try: oncofed query --node {home} --where modality=SM --facets collection")
+    if serve:
+        console.print(Rule("6. the node server"))
+        serve_demo(console, home, tokens, slide_id, serve_for)
 
 
 def _show_deidentified(node: Node, original: Path) -> None:
@@ -121,3 +130,31 @@ _SHOWN = (
     "Manufacturer",
     "PatientIdentityRemoved",
 )
+
+
+SLIDES = "synthetic-biopsies"
+
+
+def _ingest_demo_slide(node: Node, home: Path) -> str | None:
+    """Generate a synthetic SVS slide with fake label/identifiers and ingest it."""
+    from oncofed.ingest.slides import SlideInput
+    from oncofed.testing.wsi import make_slide
+
+    path = home / "synthetic-input-slides" / "FAKE-SLIDE-0001.svs"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_slide(path, "svs", seed=7)
+    item = SlideInput(path, "FAKE-0001", "FAKE-CASE-1", "H&E", "PROSTATE")
+    report = node.ingest_slides([item], SLIDES)
+    print_ingest_report(console, report)
+    row = node.catalog.con.execute(
+        "SELECT slide_id, format, width, height, levels FROM slide WHERE collection_id = ?",
+        [SLIDES],
+    ).fetchone()
+    if row is None:
+        return None
+    console.print(
+        f"slide {row[0]}: {row[1]}, {row[2]}x{row[3]} px, {row[4]} levels; label and macro "
+        "images removed, identifiers scrubbed"
+    )
+    return str(row[0])

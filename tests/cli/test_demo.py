@@ -1,0 +1,31 @@
+"""`oncofed demo` end to end (small cohort, serving for a moment), as `make demo` runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_builds_queries_and_serves(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    args = [sys.executable, "-m", "oncofed", "demo", str(home), "--patients", "6"]
+    wide = {**os.environ, "COLUMNS": "250"}  # rich wraps at 80 columns off a terminal
+    done = subprocess.run(
+        [*args, "--serve-for", "0.5"], capture_output=True, text=True, timeout=300, env=wide
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "179 collections" in out and "de-identified on ingest" in out
+    assert "nothing new" in out and "label and macro images removed" in out
+    assert "exact (steward)" in out and "disclosure-controlled" in out
+    assert "/dicomweb/studies" in out and "/viewer" in out
+    again = subprocess.run(
+        [*args, "--no-serve"], capture_output=True, text=True, timeout=300, env=wide
+    )
+    assert again.returncode == 0, again.stderr
+    assert "(already imported)" in again.stdout
