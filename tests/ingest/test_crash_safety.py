@@ -95,3 +95,17 @@ def test_full_disk_stops_the_run_naming_the_file_and_keeps_what_was_stored(
         assert_store_consistent(node)
         node.ingest([inputs], "synth", already_deidentified=True, workers=1)
         assert node.catalog.table_counts()["instance"] == cohort.instances + 1
+
+
+def test_a_file_changed_between_read_and_copy_is_refused(tmp_path: Path) -> None:
+    from oncofed.storage.blobstore import BlobStore, SourceChangedError, sha256_hex
+
+    store = BlobStore(tmp_path / "store")
+    store.create()
+    source = tmp_path / "in.dcm"
+    source.write_bytes(b"first version")
+    digest = sha256_hex(b"first version")
+    source.write_bytes(b"second version")
+    with pytest.raises(SourceChangedError, match="changed while it was being stored"):
+        store.put_copy(source, digest)
+    assert not store.has(digest) and not list(store.tmp.iterdir())

@@ -35,15 +35,18 @@ def dataset_start(raw: bytes) -> int:
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 
-def check_complete(raw: bytes, *, implicit_vr: bool, little_endian: bool) -> set[int]:
-    """Raise TruncatedError unless every element of ``raw`` lies fully inside it.
+def check_complete(
+    raw: bytes, *, implicit_vr: bool, little_endian: bool, start: int | None = None
+) -> set[int]:
+    """Raise TruncatedError unless every element of ``raw`` (from ``start``, an element
+    boundary, when given) lies fully inside it.
 
     File meta elements (group 0002) are always explicit VR little endian; the rest of the data
     set uses the encoding given. Returns the top-level tags seen (as ``group << 16 | element``).
     """
-    pos = dataset_start(raw)
+    pos = dataset_start(raw) if start is None else start
     meta = _Walker(raw, implicit_vr=False, little_endian=True)
-    while pos + 4 <= len(raw) and meta.group_at(pos) == 0x0002:
+    while start is None and pos + 4 <= len(raw) and meta.group_at(pos) == 0x0002:
         pos = meta.element(pos, len(raw))
     if not implicit_vr and pos + 6 <= len(raw) and raw[pos + 4 : pos + 6] not in _ALL_VRS:
         implicit_vr = True  # says explicit, is implicit: read it as pydicom does

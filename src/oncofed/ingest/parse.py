@@ -22,28 +22,33 @@ _REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
-def read_header(raw: bytes) -> Dataset:
-    """Parse everything before the pixel data; accept Part-10 files and bare data sets."""
+def read_header(raw: bytes) -> tuple[Dataset, int]:
+    """Parse everything before the pixel data; accept Part-10 files and bare data sets.
+
+    Returns the header and the offset where it ended (the pixel data's tag, or the end).
+    """
+    stream = io.BytesIO(raw)
     try:
-        return pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+        return pydicom.dcmread(stream, stop_before_pixels=True), stream.tell()
     except InvalidDicomError:
         pass
     except Exception as exc:
         raise IngestError(f"unreadable DICOM header: {exc}") from exc
     if len(raw) < 8 or raw[:4] == b"\x00" * 4:
         raise IngestError("not DICOM (no 'DICM' marker and no data set at the start)")
+    stream = io.BytesIO(raw)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True)
+        dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True)
     except Exception as exc:
         raise IngestError(f"not DICOM: {exc}") from exc
     if not any(getattr(dataset, name, None) for name in _REQUIRED_UIDS):
         raise IngestError("not DICOM (no 'DICM' marker and no instance UIDs)")
-    return dataset
+    return dataset, stream.tell()
 
 
 def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
     """Validate ``raw`` and extract the catalog fields; raise IngestError naming the problem."""
-    dataset = read_header(raw)
+    dataset, header_end = read_header(raw)
     meta = getattr(dataset, "file_meta", None)
     sop_class = _text(dataset, "SOPClassUID") or (meta and _text(meta, "MediaStorageSOPClassUID"))
     if sop_class == MEDIA_STORAGE_DIRECTORY:
@@ -57,7 +62,10 @@ def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
     transfer_syntax = meta and _text(meta, "TransferSyntaxUID")
     if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated: pydicom inflates it whole
         implicit, little = _encoding(dataset)
-        tags = check_complete(raw, implicit_vr=implicit, little_endian=little)
+        # pydicom stops quietly at the end of the data: a header it read up to the pixel data
+        # is whole, so only what follows needs walking; without pixel data, walk everything.
+        start = header_end if header_end < len(raw) else None
+        tags = check_complete(raw, implicit_vr=implicit, little_endian=little, start=start)
         is_image = "Rows" in dataset or "Image Storage" in UID(sop_class or "").name
         if is_image and not tags & PIXEL_DATA_TAGS:
             raise TruncatedError("an image without pixel data (file cut short?)")
