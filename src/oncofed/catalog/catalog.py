@@ -62,6 +62,15 @@ _FACETS: dict[str, _Facet] = {
     "label": _Facet("l.kind || '=' || l.value", _LABEL_JOIN, "count(DISTINCT s.series_key)"),
 }
 FACETS: tuple[str, ...] = tuple(_FACETS)
+_TOTALS = (
+    "count(DISTINCT s.patient_key), count(DISTINCT s.study_key), count(*),"
+    " coalesce(sum(s.instance_count), 0), coalesce(sum(s.bytes), 0)"
+)
+# The series columns facets and totals read; kept by the one-pass query.
+_MATCHED_COLUMNS = (
+    "s.patient_key, s.study_key, s.series_key, s.collection_id, s.modality, s.body_part, s.sex,"
+    " s.age_years, s.manufacturer, s.model, s.sop_class, s.instance_count, s.bytes"
+)
 DEFAULT_FACET_LIMIT = 50
 
 
@@ -143,27 +152,60 @@ class Catalog(Closing):
         if unknown:
             raise QueryError(f"unknown facet(s) {unknown}; valid facets: {', '.join(FACETS)}")
         compiled = compile_filter(conditions)
-        row = self.con.execute(
-            "SELECT count(DISTINCT s.patient_key), count(DISTINCT s.study_key), count(*),"
-            " coalesce(sum(s.instance_count), 0), coalesce(sum(s.bytes), 0)"
-            f" FROM series s WHERE {compiled.where}",
-            list(compiled.params),
-        ).fetchone()
-        assert row is not None
+        if conditions and facets:
+            counts, split = self._matched_once(compiled, facets)
+        else:
+            counts = self._counts(compiled)
+            split = {name: self._facet(_FACETS[name], compiled) for name in facets}
         return CohortResult(
             filter=canonical_filter(conditions),
-            counts=CohortCounts(*(int(v) for v in row)),
-            facets={name: self._facet(_FACETS[name], compiled, facet_limit) for name in facets},
+            counts=counts,
+            facets={name: _top(split[name], facet_limit) for name in facets},
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def _facet(self, facet: _Facet, compiled: CompiledFilter, limit: int) -> list[FacetBucket]:
+    def _counts(self, compiled: CompiledFilter) -> CohortCounts:
+        row = self.con.execute(
+            f"SELECT {_TOTALS} FROM series s WHERE {compiled.where}", list(compiled.params)
+        ).fetchone()
+        assert row is not None
+        return CohortCounts(*(int(v) for v in row))
+
+    def _facet(self, facet: _Facet, compiled: CompiledFilter) -> list[FacetBucket]:
         rows = self.con.execute(
             f"SELECT CAST({facet.value} AS VARCHAR), count(DISTINCT s.patient_key),"
             f" {facet.series} FROM series s{facet.join} WHERE {compiled.where} GROUP BY 1",
             list(compiled.params),
         ).fetchall()
-        return _top([FacetBucket(r[0], int(r[1]), int(r[2])) for r in rows], limit)
+        return [FacetBucket(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def _matched_once(
+        self, compiled: CompiledFilter, facets: Sequence[str]
+    ) -> tuple[CohortCounts, dict[str, list[FacetBucket]]]:
+        """Counts and facets in one statement that filters ``series`` once.
+
+        Measured on the IDC import (benchmarks/catalog_query.py): 3-4x faster than one scan per
+        facet when the filter is costly (substring matches), slower without a filter.
+        """
+        branches = [f"SELECT -1, NULL, {_TOTALS} FROM matched s"]
+        for index, name in enumerate(facets):
+            facet = _FACETS[name]
+            branches.append(
+                f"SELECT {index}, CAST({facet.value} AS VARCHAR), count(DISTINCT s.patient_key),"
+                f" {facet.series}, NULL, NULL, NULL FROM matched s{facet.join} GROUP BY 2"
+            )
+        sql = (
+            f"WITH matched AS MATERIALIZED (SELECT {_MATCHED_COLUMNS} FROM series s"
+            f" WHERE {compiled.where}) " + " UNION ALL ".join(branches)
+        )
+        counts = CohortCounts(0, 0, 0, 0, 0)
+        split: dict[str, list[FacetBucket]] = {name: [] for name in facets}
+        for index, value, *numbers in self.con.execute(sql, list(compiled.params)).fetchall():
+            if index < 0:
+                counts = CohortCounts(*(int(v) for v in numbers))
+            else:
+                split[facets[index]].append(FacetBucket(value, int(numbers[0]), int(numbers[1])))
+        return counts, split
 
     def matching_series(
         self, where: Mapping[str, Any] | None = None, *, limit: int = 100, offset: int = 0
