@@ -7,7 +7,6 @@ which often hold names. Each file is written atomically, so a crash leaves nothi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +16,7 @@ from pathlib import Path
 from oncofed.deid.report import RunReport
 from oncofed.deid.stage import DeidStage
 from oncofed.errors import QuarantineError
+from oncofed.storage.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,6 @@ class FileResult:
     reason: str = ""
     actions: Counter[tuple[int, str]] | None = None
     pixels_masked: float = 0.0
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def process_file(stage: DeidStage, source: Path, output: Path) -> FileResult:

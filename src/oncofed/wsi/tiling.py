@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from oncofed.storage.atomic import write_atomic
 from oncofed.wsi.errors import TilingError
 from oncofed.wsi.open import RGB, Slide, open_slide
 from oncofed.wsi.tissue import TissueMask, detect_tissue
@@ -116,19 +115,9 @@ def _box_fractions(mask: TissueMask, x: np.ndarray, y: np.ndarray, extent: float
 
 def write_tiles_parquet(grid: TileGrid, path: str | Path) -> Path:
     """Write tile coordinates atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tiles-", suffix=".parquet", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(grid.to_table(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = pa.BufferOutputStream()
+    pq.write_table(grid.to_table(), buffer)
+    return write_atomic(Path(path), buffer.getvalue().to_pybytes())
 
 
 def read_tiles_parquet(path: str | Path) -> TileGrid:
