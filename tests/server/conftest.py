@@ -6,12 +6,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from oncofed.access.store import IdentityStore
 from oncofed.node import Node
@@ -73,20 +75,27 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
         node.ingest(cohort.files, "synth", workers=1)
         tokens = make_callers(node)
     service = NodeService.open(home)
+    with serving(create_app(service)) as url:
+        yield RunningNode(url, service, cohort, tokens)
+    service.close()
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 (random free port) in a thread; yield its URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
-    yield RunningNode(f"http://127.0.0.1:{port}", service, cohort, tokens)
-    server.should_exit = True
-    thread.join(timeout=10)
-    service.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +10,9 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-import uvicorn
 from dicomweb_client.api import DICOMwebClient
 
-from conftest import RunningNode, free_port, make_callers
+from conftest import RunningNode, make_callers, serving
 from oncofed.catalog.writer import CollectionSpec
 from oncofed.node import Node
 from oncofed.server.app import create_app
@@ -35,17 +33,8 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     service = NodeService.open(root / "node")
     app = create_app(service)
     app.state.dicomweb_max_upload_bytes = LIMIT
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield RunningNode(f"http://127.0.0.1:{port}", service, cohort, tokens)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield RunningNode(url, service, cohort, tokens)
     service.close()
 
 
