@@ -211,8 +211,8 @@ class Catalog(Closing):
         self, where: Mapping[str, Any] | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[dict[str, Any]]:
         """The series rows that match ``where`` (for callers whose tier allows it)."""
-        if limit < 0 or offset < 0:
-            raise QueryError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        if not (0 <= limit < 2**62 and 0 <= offset < 2**62):
+            raise QueryError(f"limit and offset must be in [0, 2^62), got {limit} and {offset}")
         compiled = compile_filter(parse_filter(where))
         cursor = self.con.execute(
             "SELECT s.collection_id, s.series_uid, st.study_uid, p.pseudo_id AS patient,"

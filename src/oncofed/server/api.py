@@ -30,6 +30,9 @@ class CohortQuery(BaseModel):
     facet_limit: int = Field(default=DEFAULT_FACET_LIMIT, ge=1, le=1000)
 
 
+MAX_OFFSET = 10**12
+
+
 def make_router() -> APIRouter:
     """The ``/api/v1`` router."""
     router = APIRouter(prefix="/api/v1", tags=["node"])
@@ -84,7 +87,7 @@ def make_router() -> APIRouter:
         caller: Caller,
         where: Annotated[str, Query(description="the filter as JSON")] = "{}",
         limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> list[dict[str, Any]]:
         """The series matching a filter (de-identified metadata), in collections the caller may
         retrieve from (a steward's node, or a tier-3 grant)."""
