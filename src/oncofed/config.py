@@ -39,6 +39,13 @@ class NodeSettings(BaseSettings):
     ingest_workers: int = Field(default=0, ge=0, description="Worker processes; 0 = all cores")
     min_count: int = Field(default=10, ge=1, description="Counts below this are shown as <k")
     count_rounding: int = Field(default=10, ge=1, description="Counts are rounded to this")
+    oidc_issuer: str | None = Field(default=None, description="Trusted OpenID Connect issuer")
+    oidc_audience: str | None = Field(default=None, description="Audience tokens must name")
+    oidc_jwks_url: str | None = Field(
+        default=None, description="JWKS URL (default: from the issuer's discovery document)"
+    )
+    oidc_roles_claim: str = Field(default="roles", description="Claim holding oncofed roles")
+    oidc_user_claim: str = Field(default="sub", description="Claim naming the user")
     deid_options: list[str] = Field(
         default=list(RESEARCH_DEID_OPTIONS),
         description="PS3.15 Annex E options applied on ingest (see `oncofed deid --help`)",
@@ -59,7 +66,7 @@ class NodeSettings(BaseSettings):
 
 def write_settings(home: Path, settings: NodeSettings) -> Path:
     """Write ``settings`` to the node home's config file atomically."""
-    return write_atomic(home / CONFIG_FILE, tomli_w.dumps(settings.model_dump()))
+    return write_atomic(home / CONFIG_FILE, tomli_w.dumps(settings.model_dump(exclude_none=True)))
 
 
 def load_settings(home: Path) -> NodeSettings:

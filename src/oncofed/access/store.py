@@ -19,6 +19,7 @@ import duckdb
 from oncofed.access.policy import ROLE_SCOPES, Principal, Role, Scope
 from oncofed.errors import AuthError, ConfigError
 
+TOKEN_PREFIX = "ofd_"
 _TOKEN = re.compile(r"^ofd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 

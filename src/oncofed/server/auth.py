@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from oncofed.access.policy import ANONYMOUS, Principal, Scope
-from oncofed.access.store import IdentityStore
+from oncofed.access.oidc import OidcVerifier
+from oncofed.access.policy import ANONYMOUS, ROLE_SCOPES, Principal, Scope
+from oncofed.access.store import TOKEN_PREFIX, IdentityStore
 from oncofed.errors import AuthError, ForbiddenError
 from oncofed.server.service import NodeService
 
@@ -27,10 +28,36 @@ def principal(request: Request, node: Service) -> Principal:
     if header is None:
         return ANONYMOUS
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise AuthError("use 'Authorization: Bearer <token>'")
+    verifier = _oidc(request, node)
+    if token.startswith(TOKEN_PREFIX) or verifier is None:
+        with node.connection() as con:
+            return IdentityStore(con).authenticate(token)
+    identity = verifier.verify(token)
     with node.connection() as con:
-        return IdentityStore(con).authenticate(token.strip())
+        grants = IdentityStore(con).active_grants(identity.user_id)
+    scopes = frozenset().union(*(ROLE_SCOPES[role] for role in identity.roles))
+    return Principal(identity.user_id, identity.roles, scopes, grants)
+
+
+def _oidc(request: Request, node: NodeService) -> OidcVerifier | None:
+    """The app's OIDC verifier, made on first use from the node settings (None: not set up)."""
+    settings = node.node.settings
+    if settings.oidc_issuer is None:
+        return None
+    verifier: OidcVerifier | None = getattr(request.app.state, "oidc", None)
+    if verifier is None:
+        verifier = OidcVerifier(
+            settings.oidc_issuer,
+            settings.oidc_audience,
+            settings.oidc_jwks_url,
+            settings.oidc_roles_claim,
+            settings.oidc_user_claim,
+        )
+        request.app.state.oidc = verifier
+    return verifier
 
 
 Caller = Annotated[Principal, Depends(principal)]
