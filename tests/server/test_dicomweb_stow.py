@@ -148,3 +148,24 @@ def test_disconnect_mid_upload_stores_nothing(fresh: RunningNode) -> None:
     assert _state(fresh) == before
     leftovers = list(Path(fresh.service.node.store.tmp).iterdir())
     assert leftovers == []
+
+
+def test_a_stalled_upload_does_not_hold_up_other_callers(fresh: RunningNode) -> None:
+    before = _state(fresh)
+    body = _body(fresh.cohort.files[5].read_bytes())
+    host, port = fresh.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}\r\nContent-Type: {CT}\r\n"
+        f"Authorization: Bearer {fresh.tokens['data_manager']}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port))) as slow, _client(fresh) as http:
+        slow.sendall(head + body[:100])  # then stalls, connection open
+        started = time.monotonic()
+        for _ in range(5):
+            assert http.get("/api/v1/health").status_code == 200
+            assert http.get("/dicomweb/studies").status_code == 200
+        assert time.monotonic() - started < 5
+    time.sleep(0.5)
+    assert _state(fresh) == before
+    assert list(Path(fresh.service.node.store.tmp).iterdir()) == []
