@@ -196,6 +196,17 @@ def test_verification_quarantines_a_leak_without_naming_the_value(corpus: Corpus
     assert str(err.value).startswith("leaky.dcm: ")
 
 
+def test_placeholder_values_do_not_quarantine(corpus: Corpus) -> None:
+    planted = _by(corpus, "CT")
+    ds = pydicom.dcmread(planted.path)
+    ds.OtherPatientIDs = "Unknown"  # an identifying attribute holding a placeholder...
+    ds.Manufacturer = "Unknown"  # ...and a kept attribute holding the same word
+    buffer = BytesIO()
+    ds.save_as(buffer)
+    out = make_stage(KEY, OPTIONS).apply(buffer.getvalue(), "placeholder.dcm")
+    assert b"Unknown" in out
+
+
 def test_stage_pickles_for_worker_processes(corpus: Corpus, stage: DeidStage) -> None:
     copy = pickle.loads(pickle.dumps(stage))
     planted = _by(corpus, "CT")

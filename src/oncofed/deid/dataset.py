@@ -53,7 +53,14 @@ DUMMIES: dict[str, Any] = {
     **dict.fromkeys(("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"), 0),
     **dict.fromkeys(("OB", "OW", "OD", "OF", "OL", "OV", "UN"), b""),
 }
-IGNORED_VALUES = (DUMMY_TEXT, DUMMY_NAME, *(v for v in DUMMIES.values() if isinstance(v, str)))
+# Placeholders that name no one; a kept attribute holding one must not quarantine a file.
+PLACEHOLDERS = ("unknown", "none", "null", "anonymous", "anonymized", "not applicable", "removed")
+IGNORED_VALUES = (
+    DUMMY_TEXT,
+    DUMMY_NAME,
+    *PLACEHOLDERS,
+    *(v for v in DUMMIES.values() if isinstance(v, str)),
+)
 
 
 class Rejected(Exception):

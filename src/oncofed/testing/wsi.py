@@ -33,9 +33,11 @@ APERIO_HEADER = "Aperio Image Library v12.0.15"
 class FakeIdentifiers:
     """Identifiers planted in a synthetic slide; none of them may survive de-identification."""
 
-    patient_name: str = "FAKE^PATIENT"
+    # Name parts are matched case-insensitively by byte verification: avoid words such as
+    # "patient" or "slide" that DICOM's own coded meanings contain.
+    patient_name: str = "FAKENAME^ZQXW"
     patient_id: str = "FAKE-PID-0001"
-    slide_label: str = "FAKE-SLIDE-0001"
+    slide_label: str = "FAKESLIDE-0001"
     filename: str = "FAKE-SLIDE-0001_scan.svs"
     scanner_id: str = "FAKE-SCANNER-42"
     date: str = "12/31/21"
