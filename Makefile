@@ -38,7 +38,12 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Peers the benchmarks measure against: Orthanc (node server), dcmtk (C-STORE client).
+BENCH_DEBIAN_PACKAGES := orthanc orthanc-dicomweb dcmtk
+
 bench: $(STAMP)
+	@missing=$$(for p in $(BENCH_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	for script in benchmarks/[a-z]*.py; do $(BIN)/python $$script || exit 1; done
 
