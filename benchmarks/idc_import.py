@@ -7,6 +7,7 @@ into a fresh DuckDB file with one CREATE TABLE AS, the floor for any import.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ con.close()
 def run(code: str, *args: str) -> tuple[float, float]:
     """Seconds and peak RSS (GiB) of ``python -c code args`` in a fresh process."""
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", code, *args])
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -48,6 +49,8 @@ def run(code: str, *args: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.parse_args()
     index = bundled_index()
     OUT.mkdir(exist_ok=True)
     rows = []

@@ -94,7 +94,7 @@ def make_router() -> APIRouter:
         require_scope(caller, Scope.READ_IMAGES)
         try:
             parsed = json.loads(where)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise QueryError(f"where is not valid JSON: {exc}") from exc
         if not isinstance(parsed, dict):
             raise QueryError("where must be a JSON object of field -> values")

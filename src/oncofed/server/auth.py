@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from oncofed.access.oidc import OidcVerifier
-from oncofed.access.policy import ANONYMOUS, ROLE_SCOPES, Principal, Scope
+from oncofed.access.policy import ANONYMOUS, Principal, Scope
 from oncofed.access.store import TOKEN_PREFIX, IdentityStore
 from oncofed.errors import AuthError, ForbiddenError
 from oncofed.server.service import NodeService
@@ -23,7 +23,10 @@ Service = Annotated[NodeService, Depends(service)]
 
 
 def principal(request: Request, node: Service) -> Principal:
-    """The caller: anonymous without an Authorization header, else its bearer token's user."""
+    """The caller: anonymous without an Authorization header, else its bearer token's user.
+
+    ``ofd_...`` tokens are the node's own; anything else is an OIDC JWT when an issuer is set up.
+    """
     header = request.headers.get("authorization")
     if header is None:
         return ANONYMOUS
@@ -31,15 +34,15 @@ def principal(request: Request, node: Service) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthError("use 'Authorization: Bearer <token>'")
-    verifier = _oidc(request, node)
-    if token.startswith(TOKEN_PREFIX) or verifier is None:
+    if token.startswith(TOKEN_PREFIX):
         with node.connection() as con:
             return IdentityStore(con).authenticate(token)
+    verifier = _oidc(request, node)
+    if verifier is None:
+        raise AuthError("unknown token: not an oncofed token (ofd_...), and no OIDC issuer is set")
     identity = verifier.verify(token)
     with node.connection() as con:
-        grants = IdentityStore(con).active_grants(identity.user_id)
-    scopes = frozenset().union(*(ROLE_SCOPES[role] for role in identity.roles))
-    return Principal(identity.user_id, identity.roles, scopes, grants)
+        return identity.principal(con)
 
 
 def _oidc(request: Request, node: NodeService) -> OidcVerifier | None:

@@ -15,6 +15,7 @@ from oncofed.server.dicomweb_common import DicomwebProblem, check_uid
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
+MAX_OFFSET = 10**12
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 _DATE = re.compile(r"^\d{8}$")
 _LIST_SEPARATORS = re.compile(r"[,\\]")
@@ -77,12 +78,12 @@ def parse_search(level: Level, items: Iterable[tuple[str, str]], fixed: dict[str
 
 def _control(search: Search, name: str, value: str) -> None:
     if name in ("limit", "offset"):
-        try:
-            number = int(value)
-        except ValueError:
-            number = -1
-        if number < 0:
-            raise DicomwebProblem(400, "invalid_query", f"{name} must be an integer >= 0")
+        text = value.strip()
+        number = int(text) if text.isascii() and text.isdigit() else -1
+        if not 0 <= number <= MAX_OFFSET:
+            raise DicomwebProblem(
+                400, "invalid_query", f"{name} must be an integer from 0 to {MAX_OFFSET}"
+            )
         if name == "limit":
             search.limit = min(number, MAX_LIMIT)
         else:
@@ -116,7 +117,7 @@ def _condition(attr: Attr, value: str) -> tuple[str, list[Any]] | None:
     if attr.kind == "date":
         return _date_condition(attr, text)
     if attr.kind == "int":
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise DicomwebProblem(400, "invalid_query", f"{attr.keyword} must be an integer")
         return f"{attr.sql} = ?", [int(text)]
     values = _LIST_SEPARATORS.split(text) if attr.kind == "code" else [text]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from oncofed.errors import (
     AuthError,
@@ -43,11 +45,33 @@ def problem(status: int, code: str, detail: str, instance: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _validation_detail(exc: RequestValidationError) -> str:
+    """The invalid request parts, one per line: where, then what is wrong."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(lines) or "the request is invalid"
+
+
 def install(app: FastAPI) -> None:
-    """Answer OncofedErrors with problem details instead of a stack trace."""
+    """Answer every error (ours, request validation, routing) with problem details."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, OncofedError)
         return problem(status_for(exc), exc.code, exc.message, request.url.path)
 
+    async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem(422, "invalid_request", _validation_detail(exc), request.url.path)
+
+    async def handle_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = f"http_{exc.status_code}"
+        answer = problem(exc.status_code, code, str(exc.detail), request.url.path)
+        answer.headers.update(exc.headers or {})
+        return answer
+
     app.add_exception_handler(OncofedError, handle)
+    app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(HTTPException, handle_http)
