@@ -165,6 +165,9 @@ def test_bad_requests_get_problem_details(
         "/dicomweb/studies?StudyInstanceUID=1.2,abc": 400,
         "/dicomweb/studies?limit=-1": 400,
         f"{instance}/rendered?quality=0": 400,
+        f"{instance}/rendered?window=nan,nan": 400,
+        f"{instance}/rendered?window=40,inf": 400,
+        f"{instance}/rendered?viewport=100000,100000": 400,
     }
     for url, status in cases.items():
         answer = client.get(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from oncofed.server.dicomweb_common import DicomwebProblem, MediaRange
 from oncofed.server.dicomweb_frames import PixelSource
 
 RENDERED_TYPES = ("image/jpeg", "image/png")
+MAX_VIEWPORT = 8192
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,12 @@ def parse_options(params: dict[str, str]) -> RenderOptions:
             viewport = (int(vw), int(vh))
     except ValueError:
         raise DicomwebProblem(400, "invalid_query", "bad window, quality or viewport") from None
-    if not 1 <= quality <= 100 or (window and window[1] <= 0):
-        raise DicomwebProblem(400, "invalid_query", "quality is 1..100 and width > 0")
-    if viewport and min(viewport) < 1:
-        raise DicomwebProblem(400, "invalid_query", "viewport must be positive")
+    if window and not (all(map(math.isfinite, window)) and window[1] > 0):
+        raise DicomwebProblem(400, "invalid_query", "window must be finite, with width > 0")
+    if not 1 <= quality <= 100:
+        raise DicomwebProblem(400, "invalid_query", "quality must be 1..100")
+    if viewport and not all(1 <= side <= MAX_VIEWPORT for side in viewport):
+        raise DicomwebProblem(400, "invalid_query", f"viewport sides must be 1..{MAX_VIEWPORT}")
     return RenderOptions(window, quality, viewport)
 
 
