@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from oncofed.testing.ndpi import make_ndpi_slide
 from oncofed.testing.wsi import SyntheticSlide, make_dicom_slide, make_slide
 
 SIZE = {"width": 2048, "height": 1536}
@@ -20,10 +21,11 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SyntheticSlide
         "tiff": make_slide(root / "s.tiff", "tiff", pen=True, seed=2, **SIZE),
         "ome": make_slide(root / "s.ome.tiff", "ome", pen=True, seed=3, **SIZE),
         "dicom": make_dicom_slide(root / "dicom", pen=True, seed=4, **SIZE),
+        "ndpi": make_ndpi_slide(root / "s.ndpi", pen=True, seed=5, **SIZE),
     }
 
 
-@pytest.fixture(params=["svs", "tiff", "ome", "dicom"])
+@pytest.fixture(params=["svs", "tiff", "ome", "dicom", "ndpi"])
 def slide(request: pytest.FixtureRequest, slides: dict[str, SyntheticSlide]) -> SyntheticSlide:
     """Each format in turn."""
     return slides[request.param]

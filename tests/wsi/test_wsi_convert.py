@@ -85,6 +85,25 @@ def test_deid_to_dicom_has_no_identifiers(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deid"]  # no work files left
 
 
+def test_ndpi_converts_its_stored_levels(tmp_path: Path, slides: dict[str, SyntheticSlide]) -> None:
+    """NDPI levels are single JPEG strips cut into tiles at restart markers: the DICOM copy has the
+    stored levels (not OpenSlide's extra JPEG-scaled ones), the macro image, the same pixels."""
+    slide = slides["ndpi"]
+    convert_to_dicom(slide.path, tmp_path / "dcm", uid_source="seed")
+    with open_slide(slide.path) as a, open_slide(tmp_path / "dcm") as b:
+        assert [(lv.width, lv.height) for lv in b.levels] == list(slide.level_dimensions)
+        assert set(b.associated_names) == {"macro"}
+        assert b.mpp == pytest.approx((slide.mpp, slide.mpp))
+        for level, (width, _) in enumerate(slide.level_dimensions):
+            source = next(i for i, lv in enumerate(a.levels) if lv.width == width)
+            assert np.array_equal(a.read_level(source), b.read_level(level))
+    out = tmp_path / "deid"
+    report = deidentify_slide(slide.path, out, to_dicom=True, uid_source="x")
+    assert report.removed_images == ["macro"]
+    for file in out.iterdir():
+        assert find_identifiers(file, slide.identifiers.all()) == []
+
+
 def test_uid_source_makes_uids_reproducible(
     tmp_path: Path, slides: dict[str, SyntheticSlide]
 ) -> None:

@@ -26,6 +26,8 @@ from oncofed.wsi.open import DICOM_WSI, TIFF_MAGICS, detect_format, open_slide
 
 UidSource = str | Callable[[], str] | None
 GENERIC_TIFF = "generic-tiff"
+HAMAMATSU = "hamamatsu"
+NDPI_SOURCE_LENS = 65421  # > 0 on stored pyramid levels, -1 macro, -2 map
 JPEG = 7
 RESOLUTION_UNIT_UM = {2: 25_400.0, 3: 10_000.0}  # inch, centimetre
 
@@ -61,7 +63,7 @@ def convert_to_dicom(
     if out_dir.exists():
         raise SlideConversionError(f"{out_dir}: output already exists")
     with open_slide(src) as slide:
-        levels = [(lv.width, lv.height) for lv in slide.levels]
+        levels = _stored_levels(src, fmt) or [(lv.width, lv.height) for lv in slide.levels]
         tile = slide.levels[0].tile_width
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".dicom-", dir=out_dir.parent))
@@ -94,6 +96,20 @@ def convert_to_dicom(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return sorted(out_dir.iterdir())
+
+
+def _stored_levels(src: Path, fmt: str) -> list[tuple[int, int]] | None:
+    """The levels an NDPI file stores (OpenSlide adds levels decoded at JPEG scales on top)."""
+    if fmt != HAMAMATSU or not src.is_file():
+        return None
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif:
+        return [
+            (page.imagewidth, page.imagelength)
+            for page in tif.pages
+            if float(getattr(page.tags.get(NDPI_SOURCE_LENS), "value", 0)) > 0
+        ]
 
 
 def _check_output(src: Path, folder: Path, levels: list[tuple[int, int]]) -> None:
