@@ -105,9 +105,10 @@ def _stored_levels(src: Path, fmt: str) -> list[tuple[int, int]] | None:
     import tifffile
 
     with tifffile.TiffFile(src) as tif:
+        pages = [page for page in tif.pages if isinstance(page, tifffile.TiffPage)]
         return [
             (page.imagewidth, page.imagelength)
-            for page in tif.pages
+            for page in pages
             if float(getattr(page.tags.get(NDPI_SOURCE_LENS), "value", 0)) > 0
         ]
 
