@@ -26,9 +26,10 @@ def client(slides: dict[str, SyntheticSlide]) -> TestClient:
 def test_dzi_descriptor_and_tiles(client: TestClient) -> None:
     xml = client.get("/wsi/svs.dzi")
     assert xml.status_code == 200 and 'Width="2048" Height="1536"' in xml.text
+    assert 'Overlap="0" TileSize="256"' in xml.text  # laid on the stored 256-pixel JPEG tiles
     top = client.get("/wsi/svs_files/11/0_0.jpeg")  # 2048 px -> levels 0..11
     assert top.status_code == 200 and top.headers["content-type"] == "image/jpeg"
-    assert Image.open(io.BytesIO(top.content)).size == (255, 255)
+    assert Image.open(io.BytesIO(top.content)).size == (256, 256)
     whole = client.get("/wsi/dicom_files/7/0_0.jpeg")  # 128x96 fits one tile
     assert Image.open(io.BytesIO(whole.content)).size == (128, 96)
 

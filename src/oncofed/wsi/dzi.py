@@ -1,4 +1,10 @@
-"""Deep Zoom (DZI) pyramid over any opened slide: descriptor XML and JPEG tiles."""
+"""Deep Zoom (DZI) pyramid over any opened slide: descriptor XML and JPEG tiles.
+
+When the slide stores its levels as square JPEG tiles, the Deep Zoom grid is laid on the native one
+(tile size = native tile size, no overlap) so that a Deep Zoom tile of a stored level *is* a stored
+tile: its JPEG bytes are sent as they are, with no decoding or re-encoding. Other Deep Zoom levels
+and edge tiles are read, resampled and encoded.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,34 @@ from oncofed.wsi.errors import SlideNotFoundError
 from oncofed.wsi.open import Slide
 
 
+DEFAULT_TILE_SIZE, DEFAULT_OVERLAP = 254, 1  # for slides without square stored JPEG tiles
+MAX_NATIVE_TILE = 1024
+
+
+def _native_tile_size(slide: Slide) -> int | None:
+    """Level 0's tile size when its tiles are square JPEGs a browser can show as they are."""
+    level = slide.levels[0]
+    square = level.tile_width == level.tile_height <= MAX_NATIVE_TILE
+    if not square or level.width <= level.tile_width or level.height <= level.tile_height:
+        return None
+    return level.tile_width if slide.stored_tile(0, 0, 0) is not None else None
+
+
 class DeepZoom:
     """Deep Zoom levels 0 (1x1 pixel) .. ``level_count - 1`` (full resolution) of a slide."""
 
     def __init__(
-        self, slide: Slide, *, tile_size: int = 254, overlap: int = 1, quality: int = 80
+        self,
+        slide: Slide,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        quality: int = 80,
     ) -> None:
-        self.slide, self.tile_size, self.overlap, self.quality = slide, tile_size, overlap, quality
+        native = _native_tile_size(slide)
+        self.slide, self.quality = slide, quality
+        self.tile_size = tile_size or native or DEFAULT_TILE_SIZE
+        self.overlap = (0 if native else DEFAULT_OVERLAP) if overlap is None else overlap
         w, h = slide.dimensions
         self.level_count = math.ceil(math.log2(max(w, h))) + 1
         self.level_dimensions = [
@@ -28,6 +55,20 @@ class DeepZoom:
             )
             for lv in range(self.level_count)
         ]
+        self._stored = self._stored_levels()
+
+    def _stored_levels(self) -> dict[int, int]:
+        """Deep Zoom level -> slide level, where the two grids coincide tile for tile."""
+        if self.overlap:
+            return {}
+        by_size = {
+            (lv.width, lv.height): i
+            for i, lv in enumerate(self.slide.levels)
+            if (lv.tile_width, lv.tile_height) == (self.tile_size, self.tile_size)
+        }
+        return {
+            dz: by_size[size] for dz, size in enumerate(self.level_dimensions) if size in by_size
+        }
 
     def xml(self) -> str:
         """The .dzi descriptor."""
@@ -48,6 +89,11 @@ class DeepZoom:
         x0, y0 = col * ts - (ov if col else 0), row * ts - (ov if row else 0)
         if col < 0 or row < 0 or x0 >= lw or y0 >= lh:
             raise SlideNotFoundError(f"{self.slide.path}: no tile {col}_{row} at level {level}")
+        stored = self._stored.get(level)
+        if stored is not None:
+            data = self.slide.stored_tile(stored, col, row)
+            if data is not None:
+                return data
         x1, y1 = min((col + 1) * ts + ov, lw), min((row + 1) * ts + ov, lh)
         scale = 2 ** (self.level_count - 1 - level)
         slide_level = self.slide.best_level(scale)

@@ -27,6 +27,7 @@ WHITE = 255
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 DICOM_WSI = "dicom-wsi"
 OME_TIFF = "ome-tiff"
+DICOM_JPEG_BASELINE = "jpeg baseline (process 1)"  # wsidicom's name of 1.2.840.10008.1.2.4.50
 DIRECT_TIFF_VENDORS = frozenset({"aperio", "generic-tiff"})  # tiled TIFF pages, one per level
 
 
@@ -53,6 +54,7 @@ class Slide(ABC):
     compression: str | None
     associated_names: tuple[str, ...]
     properties: Mapping[str, str]
+    _direct: list[JpegTilePage | None]
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -85,6 +87,12 @@ class Slide(ABC):
                 level, cx0, cy0, cx1 - cx0, cy1 - cy0
             )
         return out
+
+    def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
+        """Native tile (col, row) of ``level`` as the JPEG file it is stored as, not decoded;
+        None where it is not stored that way (other codecs, edge or sparse tiles)."""
+        direct = self._direct[level]
+        return None if direct is None else direct.encoded(col, row)
 
     def best_level(self, downsample: float) -> int:
         """Index of the coarsest level whose downsample does not exceed ``downsample``."""
@@ -148,7 +156,7 @@ class OpenSlideSlide(Slide):
         self.compression = _tiff_compression(path)
         self.associated_names = tuple(sorted(self._osr.associated_images))
         self._fd: int | None = None
-        self._direct: list[JpegTilePage | None] = [None] * len(self.levels)
+        self._direct = [None] * len(self.levels)
         if vendor in DIRECT_TIFF_VENDORS:
             self._open_direct()
 
@@ -184,7 +192,7 @@ class OpenSlideSlide(Slide):
         loc = (round(lx * ds), round(ly * ds))
         rgba = np.asarray(self._osr.read_region(loc, level, (width, height)))
         if rgba[..., 3].min() == WHITE:
-            return rgba[..., :3]
+            return np.ascontiguousarray(rgba[..., :3])  # encoders want contiguous pixels
         alpha = rgba[..., 3:].astype(np.uint16)  # premultiplied: composite on white
         return (rgba[..., :3] + (WHITE - alpha)).clip(0, WHITE).astype(np.uint8)
 
@@ -228,7 +236,7 @@ class TiffSlide(Slide):
         self._arrays = arrays
         self._fd: int | None = os.open(path, os.O_RDONLY)
         cache = TileCache()
-        self._direct: list[JpegTilePage | None] = [
+        self._direct = [
             JpegTilePage(self._fd, lv.keyframe, i, cache)
             if JpegTilePage.supports(lv.keyframe)
             else None
@@ -297,6 +305,13 @@ class DicomSlide(Slide):
             self._assoc["macro"] = self._wsi.read_overview
         self.associated_names = tuple(sorted(self._assoc))
         self.properties = {"dicom.series-uid": str(ds.get("SeriesInstanceUID", ""))}
+
+    def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
+        lv = self.levels[level]
+        inside = (col + 1) * lv.tile_width <= lv.width and (row + 1) * lv.tile_height <= lv.height
+        if self.compression != DICOM_JPEG_BASELINE or col < 0 or row < 0 or not inside:
+            return None
+        return bytes(self._wsi.read_encoded_tile(self._levels[level].level, (col, row)))
 
     def _read(self, level: int, lx: int, ly: int, width: int, height: int) -> RGB:
         img = self._wsi.read_region((lx, ly), self._levels[level].level, (width, height))

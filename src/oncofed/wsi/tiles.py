@@ -23,6 +23,11 @@ JPEG = 7
 PHOTOMETRIC_RGB = 2
 PHOTOMETRIC_YCBCR = 6
 WHITE = 255
+SOI = b"\xff\xd8"
+EOI = b"\xff\xd9"
+# APP14 "Adobe" segment with transform 0: the three components are RGB, not YCbCr. Browsers and
+# libjpeg read a plain 3-component JPEG as YCbCr, so RGB-coded tiles (Aperio) need it to travel.
+ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
 
 class TileCache:
@@ -114,6 +119,20 @@ class JpegTilePage:
         self._cache.put(key, decoded)
         return decoded
 
+    def encoded(self, col: int, row: int) -> bytes | None:
+        """Tile (col, row) as a standalone JPEG file, without decoding it; None for tiles that
+        are not stored whole (edge tiles extend past the page, sparse tiles are not stored)."""
+        inside = (col + 1) * self.tile_width <= self.width and (
+            row + 1
+        ) * self.tile_height <= self.height
+        if col < 0 or row < 0 or not inside:
+            return None
+        index = row * self._cols + col
+        if self._counts[index] == 0:
+            return None
+        data = os.pread(self._fd, self._counts[index], self._offsets[index])
+        return standalone_jpeg(data, self._tables, rgb=self._colorspace == PHOTOMETRIC_RGB)
+
     def read(self, x: int, y: int, width: int, height: int) -> RGB:
         """Region of this page (fully inside it) whose top-left is (x, y)."""
         tw, th = self.tile_width, self.tile_height
@@ -136,3 +155,14 @@ class JpegTilePage:
                     sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
                 ]
         return out
+
+
+def standalone_jpeg(data: bytes, tables: bytes | None, *, rgb: bool) -> bytes:
+    """A TIFF JPEG tile as a JPEG file: shared tables (JPEGTables) merged in, and the Adobe marker
+    added when the components are RGB."""
+    if not data.startswith(SOI):
+        raise ValueError("JPEG tile does not start with SOI")
+    body = data[2:]
+    if tables:
+        body = tables[2:].removesuffix(EOI) + body
+    return SOI + (ADOBE_RGB if rgb else b"") + body
