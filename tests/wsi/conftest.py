@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from oncofed.testing.mirax import make_mirax_slide
 from oncofed.testing.ndpi import make_ndpi_slide
 from oncofed.testing.wsi import SyntheticSlide, make_dicom_slide, make_slide
 
@@ -22,15 +23,21 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SyntheticSlide
         "ome": make_slide(root / "s.ome.tiff", "ome", pen=True, seed=3, **SIZE),
         "dicom": make_dicom_slide(root / "dicom", pen=True, seed=4, **SIZE),
         "ndpi": make_ndpi_slide(root / "s.ndpi", pen=True, seed=5, **SIZE),
+        "mirax": make_mirax_slide(root / "s.mrxs", pen=True, seed=6, **SIZE),
     }
 
 
-@pytest.fixture(params=["svs", "tiff", "ome", "dicom", "ndpi"])
+@pytest.fixture(params=["svs", "tiff", "ome", "dicom", "ndpi", "mirax"])
 def slide(request: pytest.FixtureRequest, slides: dict[str, SyntheticSlide]) -> SyntheticSlide:
     """Each format in turn."""
     return slides[request.param]
 
 
 def files_of(path: Path) -> list[Path]:
-    """The file itself, or the files of a DICOM-WSI folder."""
-    return sorted(path.iterdir()) if path.is_dir() else [path]
+    """The file itself, the files of a DICOM-WSI folder, or a MIRAX .mrxs and its data folder."""
+    if path.is_dir():
+        return sorted(path.iterdir())
+    companion = path.with_suffix("")
+    if path.suffix == ".mrxs" and companion.is_dir():
+        return [path, *sorted(companion.iterdir())]
+    return [path]

@@ -104,6 +104,24 @@ def test_ndpi_converts_its_stored_levels(tmp_path: Path, slides: dict[str, Synth
         assert find_identifiers(file, slide.identifiers.all()) == []
 
 
+def test_mirax_is_deidentified_through_dicom(
+    tmp_path: Path, slides: dict[str, SyntheticSlide]
+) -> None:
+    """MIRAX cannot be edited in place: the DICOM-WSI copy is made without label and macro,
+    checked for every identifier in Slidedat.ini, and keeps levels and (re-encoded) pixels."""
+    slide = slides["mirax"]
+    out = tmp_path / "deid"
+    report = deidentify_slide(slide.path, out, to_dicom=True, uid_source="x")
+    assert report.removed_images == ["label", "macro"] and report.identifiers_checked > 0
+    for file in out.iterdir():
+        assert find_identifiers(file, slide.identifiers.all()) == []
+    with open_slide(slide.path) as a, open_slide(out) as b:
+        assert [(lv.width, lv.height) for lv in b.levels] == list(slide.level_dimensions)
+        assert not b.associated_names
+        source, copy = a.read_level(1).astype(int), b.read_level(1).astype(int)
+        assert np.abs(source - copy).mean() < 3  # decoded and re-encoded as JPEG
+
+
 def test_uid_source_makes_uids_reproducible(
     tmp_path: Path, slides: dict[str, SyntheticSlide]
 ) -> None:

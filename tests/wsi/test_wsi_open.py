@@ -23,6 +23,7 @@ FORMATS = {
     "ome": "ome-tiff",
     "dicom": "dicom-wsi",
     "ndpi": "hamamatsu",
+    "mirax": "mirax",
 }
 
 
@@ -116,3 +117,21 @@ def test_cli_reports_each_bad_slide_and_continues(
     assert result.exit_code == 1
     assert "unsupported_slide" in result.output and "bad.svs" in result.output
     assert '"vendor": "aperio"' in result.output
+
+
+def test_mirax_pixels_match_the_generator_and_hash_covers_its_folder(
+    tmp_path: Path, slides: dict[str, SyntheticSlide]
+) -> None:
+    """OpenSlide is the only MIRAX reader, so the generator's painter is the reference."""
+    from oncofed.testing.mirax import make_mirax_slide
+    from oncofed.testing.wsi import _Painter
+
+    slide = slides["mirax"]
+    truth = _Painter(slide.width, slide.height, 6, True, 256, 85).render(1, 512, 256)
+    with open_slide(slide.path) as s:
+        ours = s.read_region(512, 256, 0, 256, 256).astype(int)
+    assert np.abs(ours - truth).mean() < 3  # JPEG at quality 85
+    other = make_mirax_slide(tmp_path / "other.mrxs", seed=7, width=2048, height=1536)
+    first, second = read_metadata(slide.path), read_metadata(other.path)
+    assert first.slide_id != second.slide_id  # both .mrxs files are empty: the data differ
+    assert first.size_bytes > 100_000

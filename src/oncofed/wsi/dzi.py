@@ -17,7 +17,6 @@ from PIL import Image
 from oncofed.wsi.errors import SlideNotFoundError
 from oncofed.wsi.open import Slide
 
-
 DEFAULT_TILE_SIZE, DEFAULT_OVERLAP = 254, 1  # for slides without square stored JPEG tiles
 MAX_NATIVE_TILE = 1024
 

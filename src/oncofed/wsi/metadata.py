@@ -39,14 +39,27 @@ class SlideMetadata:
         return asdict(self)
 
 
+def slide_files(path: Path) -> list[Path]:
+    """Every file of a slide: the file itself, a DICOM-WSI folder's files, or a MIRAX ``.mrxs``
+    followed by the files of its data folder (the ``.mrxs`` alone is often empty)."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    companion = path.with_suffix("")
+    if path.suffix.lower() == ".mrxs" and companion.is_dir():
+        return [path, *sorted(p for p in companion.rglob("*") if p.is_file())]
+    return [path]
+
+
 def content_hash(path: Path) -> tuple[str, int]:
-    """(sha256 hex, byte count) of a slide file, or of a slide folder's files in name order."""
+    """(sha256 hex, byte count) of a slide's files in name order (names hashed too when there
+    are several)."""
     digest = hashlib.sha256()
     total = 0
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    root = path if path.is_dir() else path.parent
+    files = slide_files(path)
     for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        if len(files) > 1 or path.is_dir():
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
         with file.open("rb") as fh:
             while chunk := fh.read(CHUNK):
                 digest.update(chunk)
@@ -59,11 +72,7 @@ def slide_metadata(slide: Slide, *, sha256: str | None = None) -> SlideMetadata:
     if sha256 is None:
         sha256, size = content_hash(slide.path)
     else:
-        size = (
-            sum(p.stat().st_size for p in slide.path.rglob("*") if p.is_file())
-            if (slide.path.is_dir())
-            else slide.path.stat().st_size
-        )
+        size = sum(p.stat().st_size for p in slide_files(slide.path))
     base = slide.levels[0]
     return SlideMetadata(
         slide_id=sha256[:32],
