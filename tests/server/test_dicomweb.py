@@ -214,3 +214,14 @@ def test_openapi_lists_dicomweb(client: httpx.Client) -> None:
         "/dicomweb/studies",
         "/dicomweb/studies/{study}/series/{series}/instances/{sop}",
     } <= set(paths)
+
+
+def test_openapi_documents_qido_keys(served: RunningNode) -> None:
+    """QIDO keys are read from the raw query string; the OpenAPI document still lists them."""
+    paths = httpx.get(f"{served.url}/openapi.json").json()["paths"]
+    studies = {p["name"] for p in paths["/dicomweb/studies"]["get"]["parameters"]}
+    assert {"PatientID", "StudyDate", "StudyInstanceUID", "limit", "includefield"} <= studies
+    assert "Modality" not in studies  # a series key
+    in_series = paths["/dicomweb/studies/{study}/series/{series}/instances"]["get"]["parameters"]
+    names = [p["name"] for p in in_series]
+    assert "SOPInstanceUID" in names and "StudyInstanceUID" not in names  # set by the path

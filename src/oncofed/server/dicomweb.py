@@ -42,6 +42,7 @@ from oncofed.server.dicomweb_frames import (
 )
 from oncofed.server.dicomweb_json import bulk_element, dataset_json, read_header
 from oncofed.server.dicomweb_multipart import boundary_of, max_upload, spool
+from oncofed.server.dicomweb_openapi import qido_openapi
 from oncofed.server.dicomweb_qido import Search, parse_search, run, to_json
 from oncofed.server.dicomweb_render import choose_type, parse_options, render
 from oncofed.server.dicomweb_stow import Outcome, response_json, store
@@ -49,6 +50,8 @@ from oncofed.server.dicomweb_wado import instance_part, instance_url, metadata
 from oncofed.server.service import NodeService
 
 _JSON_TYPES = (DICOM_JSON, "application/json")
+_STUDY = ("StudyInstanceUID",)
+_SERIES = ("StudyInstanceUID", "SeriesInstanceUID")
 
 
 def make_router() -> APIRouter:
@@ -87,32 +90,35 @@ def make_router() -> APIRouter:
 
 
 def _qido_routes(router: APIRouter) -> None:
-    @router.get("/studies")
+    @router.get("/studies", openapi_extra=qido_openapi(Level.STUDY))
     def studies(request: Request, node: Service, caller: Caller) -> Response:
         """QIDO-RS: search for studies."""
         return _search(request, node, caller, Level.STUDY, {})
 
-    @router.get("/series")
+    @router.get("/series", openapi_extra=qido_openapi(Level.SERIES))
     def all_series(request: Request, node: Service, caller: Caller) -> Response:
         """QIDO-RS: search for series."""
         return _search(request, node, caller, Level.SERIES, {})
 
-    @router.get("/instances")
+    @router.get("/instances", openapi_extra=qido_openapi(Level.INSTANCE))
     def all_instances(request: Request, node: Service, caller: Caller) -> Response:
         """QIDO-RS: search for instances."""
         return _search(request, node, caller, Level.INSTANCE, {})
 
-    @router.get("/studies/{study}/series")
+    @router.get("/studies/{study}/series", openapi_extra=qido_openapi(Level.SERIES, _STUDY))
     def study_series(study: str, request: Request, node: Service, caller: Caller) -> Response:
         """QIDO-RS: search for series of a study."""
         return _search(request, node, caller, Level.SERIES, {"StudyInstanceUID": study})
 
-    @router.get("/studies/{study}/instances")
+    @router.get("/studies/{study}/instances", openapi_extra=qido_openapi(Level.INSTANCE, _STUDY))
     def study_instances(study: str, request: Request, node: Service, caller: Caller) -> Response:
         """QIDO-RS: search for instances of a study."""
         return _search(request, node, caller, Level.INSTANCE, {"StudyInstanceUID": study})
 
-    @router.get("/studies/{study}/series/{series}/instances")
+    @router.get(
+        "/studies/{study}/series/{series}/instances",
+        openapi_extra=qido_openapi(Level.INSTANCE, _SERIES),
+    )
     def series_instances(
         study: str, series: str, request: Request, node: Service, caller: Caller
     ) -> Response:
