@@ -68,12 +68,20 @@ def serve(
     viewer (/wsi) and, with --dimse-port, DICOM C-ECHO/STORE/FIND/GET/MOVE."""
     import uvicorn
 
+    from oncofed.agent.loop import Agent, load_handler_modules
+    from oncofed.agent.membership import MEMBERSHIP_FILE
     from oncofed.server.app import create_app
     from oncofed.server.dimse import DimseServer, parse_peer
     from oncofed.server.service import NodeService
 
     peers = dict(parse_peer(text) for text in dimse_peer or [])
     with NodeService.open(home) as service:
+        agent = None
+        if (home / MEMBERSHIP_FILE).exists():  # joined a hub: poll it for work
+            load_handler_modules()
+            agent = Agent(service)
+            agent.start()
+            console.print(f"agent: polling {agent.membership.hub_url}")
         dimse = None
         if dimse_port is not None:
             dimse = DimseServer(
@@ -87,3 +95,44 @@ def serve(
         finally:
             if dimse is not None:
                 dimse.stop()
+            if agent is not None:
+                agent.stop()
+
+
+@app.command("join")
+def join(
+    hub_url: Annotated[str, typer.Argument(help="The hub's URL, e.g. https://hub.example.org")],
+    home: Annotated[Path, typer.Option("--node", "-n", help="Node home folder.")] = Path("."),
+    node_id: Annotated[
+        str | None, typer.Option(help="This node's id at the hub (default: its name).")
+    ] = None,
+    hub_fingerprint: Annotated[
+        str | None, typer.Option(help="Refuse a hub whose key has another fingerprint.")
+    ] = None,
+) -> None:
+    """Ask a hub to let this node join (an admin there approves it); pins the hub's key."""
+    from oncofed.agent.membership import join as join_hub
+    from oncofed.agent.membership import node_key
+    from oncofed.config import load_settings
+    from oncofed.hub.keys import fingerprint
+
+    settings = load_settings(home)
+    ident = node_id or settings.name
+    status = join_hub(home, hub_url, ident, name=settings.name, hub_fingerprint=hub_fingerprint)
+    key = fingerprint(node_key(home).public_key())
+    console.print(f"node {ident} at {hub_url}: {status}; our key fingerprint {key}")
+
+
+@app.command("agent")
+def agent(
+    home: Annotated[Path, typer.Argument(help="Node home folder.")] = Path("."),
+    wait: Annotated[float, typer.Option(help="Seconds each long poll may wait.")] = 25.0,
+    handlers: Annotated[
+        list[str] | None, typer.Option(help="Extra module registering task handlers.")
+    ] = None,
+) -> None:
+    """Poll the hub for work without serving HTTP (`node serve` does this too when joined)."""
+    from oncofed.agent.loop import run_agent
+
+    console.print(f"agent for {home}: polling (Ctrl-C stops)")
+    run_agent(home, wait_s=wait, handlers=handlers)

@@ -1,0 +1,243 @@
+"""The hub's HTTP API (``/hub/v1``).
+
+Node endpoints (``join``, ``poll``, ``answer``) take and return Ed25519-signed envelopes: every
+request is verified (sender approved, signature, time window, fresh nonce) and every reply is
+signed by the hub, so a node trusts only its pinned hub. People use bearer tokens: the admin
+approves nodes; researchers search. Errors are RFC 9457 problem details.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from oncofed import __version__
+from oncofed.access.policy import Principal, Role
+from oncofed.errors import AuthError, ForbiddenError
+from oncofed.hub.registry import APPROVED, REJECTED
+from oncofed.hub.search import MAX_DEADLINE_S, federated_search
+from oncofed.hub.service import Hub
+from oncofed.hub.signing import MAX_ENVELOPE_BYTES
+from oncofed.server import problems
+
+ENVELOPE = "application/json"
+MAX_POLL_S = 30.0
+POLL_SLICE_S = 1.0
+NDJSON = "application/x-ndjson"
+
+
+class SearchRequest(BaseModel):
+    """A federated cohort search."""
+
+    where: dict[str, Any] = Field(default_factory=dict, description="filter (field -> values)")
+    facets: list[str] = Field(default_factory=list, max_length=16)
+    deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
+
+
+class JobRequest(BaseModel):
+    """A task for chosen nodes (broker API; evaluations and training use it)."""
+
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")
+    body: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[str] = Field(min_length=1)
+    deadline_s: float = Field(default=60.0, gt=0, le=7 * 24 * 3600)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+def create_hub_app(hub: Hub) -> FastAPI:
+    """The hub application for an opened hub."""
+    app = FastAPI(title="oncofed hub", version=__version__)
+    app.state.hub = hub
+    problems.install(app)
+    app.include_router(_node_routes(hub), prefix="/hub/v1")
+    app.include_router(_people_routes(hub), prefix="/hub/v1")
+    return app
+
+
+async def _body(request: Request) -> bytes:
+    raw = await request.body()
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise AuthError(f"message of {len(raw)} bytes is over {MAX_ENVELOPE_BYTES}")
+    return raw
+
+
+def _signed(hub: Hub, recipient: str, kind: str, body: dict[str, Any]) -> JSONResponse:
+    envelope = hub.signer.sign(recipient, kind, body)
+    return JSONResponse(envelope.to_dict(), media_type=ENVELOPE)
+
+
+def _node_routes(hub: Hub) -> APIRouter:
+    router = APIRouter(tags=["nodes (signed messages)"])
+
+    @router.get("/identity")
+    def identity() -> dict[str, str]:
+        """The hub's id and public key (nodes pin it when they join)."""
+        return hub.identity()
+
+    @router.post("/join")
+    async def join(request: Request) -> JSONResponse:
+        """A node asks to join, signing with the key it registers; an admin decides."""
+        message = hub.verify_registration(await _body(request))
+        name = str(message.body.get("name") or message.sender)
+        entry = hub.registry.register(message.sender, name, str(message.body["public_key"]))
+        hub.audit(message.sender, "join", f"node/{message.sender}", {"name": name})
+        return _signed(hub, message.sender, "joined", {"status": entry.status})
+
+    @router.post("/poll")
+    async def poll(request: Request) -> JSONResponse:
+        """A node's long poll: its tasks, as soon as there are any, or none after the wait."""
+        message = hub.verify(await _body(request), "poll")
+        node = message.sender
+        wait = min(float(message.body.get("wait_s", MAX_POLL_S)), MAX_POLL_S)
+        hub.polling(node, +1)
+        try:
+            tasks = hub.broker.lease_for(node)
+            end = time.monotonic() + wait
+            while not tasks and time.monotonic() < end:
+                # in slices, so a node that went away stops counting as online within a second
+                await hub.broker.wait_for_work(node, min(POLL_SLICE_S, end - time.monotonic()))
+                if await request.is_disconnected():
+                    break
+                tasks = hub.broker.lease_for(node)
+        finally:
+            hub.polling(node, -1)
+            hub.seen(node)
+        body = {
+            "tasks": [
+                {"task_id": t.task_id, "kind": t.kind, "body": t.body, "attempt": t.attempts}
+                for t in tasks
+            ]
+        }
+        return _signed(hub, node, "tasks", body)
+
+    @router.post("/answer")
+    async def answer(request: Request) -> JSONResponse:
+        """A node's answer to one task (the first answer counts; repeats are ignored)."""
+        message = hub.verify(await _body(request), "answer")
+        body = message.body
+        result = body.get("result")
+        error = body.get("error")
+        outcome = hub.broker.answer(
+            message.sender,
+            str(body.get("task_id")),
+            result if isinstance(result, dict) else None,
+            None if error is None and isinstance(result, dict) else str(error or "no result"),
+        )
+        task = hub.broker.task(str(body.get("task_id")))
+        if outcome == "accepted" and task.kind == "catalogue.refresh" and task.result:
+            collections = task.result.get("collections")
+            if isinstance(collections, list):
+                hub.store_catalogue(message.sender, collections)
+        return _signed(hub, message.sender, "answered", {"outcome": outcome})
+
+    return router
+
+
+def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The hub user of the bearer token."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise AuthError("use 'Authorization: Bearer <token>'")
+    hub: Hub = request.app.state.hub
+    return hub.authenticate(authorization.removeprefix("Bearer ").strip())
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+
+
+def _people_routes(hub: Hub) -> APIRouter:
+    router = APIRouter(tags=["people (bearer tokens)"])
+
+    def require_admin(who: Principal) -> None:
+        if Role.ADMIN not in who.roles:
+            raise ForbiddenError(f"user {who.user_id!r} is not a hub admin")
+
+    @router.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and version."""
+        return {"status": "ok", "hub": hub.name, "oncofed": __version__}
+
+    @router.get("/catalogue")
+    def catalogue() -> list[dict[str, Any]]:
+        """Public: every approved node's Tier-1 collections with protected counts."""
+        return hub.catalogue()
+
+    @router.get("/nodes")
+    def nodes(who: Caller) -> list[dict[str, Any]]:
+        """Registered nodes with their status and whether they are online (admin)."""
+        require_admin(who)
+        return [
+            {
+                **e.__dict__,
+                "registered_at": e.registered_at.isoformat(),
+                "online": hub.online(e.node_id),
+            }
+            for e in hub.registry.entries()
+        ]
+
+    @router.post("/nodes/{node_id}/{decision}")
+    def decide(node_id: str, decision: str, who: Caller) -> dict[str, Any]:
+        """Approve or reject a node (admin); an approved node is asked for its catalogue."""
+        require_admin(who)
+        status = {"approve": APPROVED, "reject": REJECTED}.get(decision)
+        if status is None:
+            raise ForbiddenError(f"unknown decision {decision!r}: approve or reject")
+        entry = hub.registry.decide(node_id, status, who.user_id)
+        hub.audit(who.user_id, decision, f"node/{node_id}")
+        if status == APPROVED:
+            hub.broker.submit(
+                "catalogue.refresh", {}, [node_id], created_by=who.user_id,
+                deadline=timedelta(hours=1),
+            )  # fmt: skip
+        return {"node_id": entry.node_id, "status": entry.status}
+
+    @router.post("/search")
+    async def search(body: SearchRequest, who: Caller) -> StreamingResponse:
+        """Federated cohort search: NDJSON lines, one per node as it answers, then a summary."""
+        lines = federated_search(
+            hub, body.where, body.facets, user=who.user_id, deadline_s=body.deadline_s
+        )
+        first = await anext(lines)  # a bad filter fails here, as a problem response
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield json.dumps(first).encode() + b"\n"
+            async for line in lines:
+                yield json.dumps(line).encode() + b"\n"
+
+        return StreamingResponse(stream(), media_type=NDJSON)
+
+    @router.post("/jobs")
+    def submit_job(body: JobRequest, who: Caller) -> dict[str, str]:
+        """Dispatch a task to chosen approved nodes (admin)."""
+        require_admin(who)
+        unknown = set(body.nodes) - set(hub.registry.approved())
+        if unknown:
+            raise ForbiddenError(f"not approved nodes: {sorted(unknown)}")
+        job_id = hub.broker.submit(
+            body.kind, body.body, body.nodes, created_by=who.user_id,
+            deadline=timedelta(seconds=body.deadline_s), max_attempts=body.max_attempts,
+        )  # fmt: skip
+        hub.audit(who.user_id, "submit", f"job/{job_id}", {"kind": body.kind, "nodes": body.nodes})
+        return {"job_id": job_id}
+
+    @router.get("/jobs/{job_id}")
+    def job(job_id: str, who: Caller) -> list[dict[str, Any]]:
+        """Per-node status and results of a job (admin)."""
+        require_admin(who)
+        return [t.__dict__ for t in hub.broker.tasks(job_id)]
+
+    @router.delete("/jobs/{job_id}")
+    def cancel(job_id: str, who: Caller) -> dict[str, str]:
+        """Cancel a job: tasks not answered yet are no longer delivered (admin)."""
+        require_admin(who)
+        hub.broker.cancel(job_id)
+        hub.audit(who.user_id, "cancel", f"job/{job_id}")
+        return {"job_id": job_id, "state": "cancelled"}
+
+    return router

@@ -1,0 +1,309 @@
+"""The job broker: signed tasks from the hub to chosen nodes, delivered by the nodes' long polls.
+
+A job is one request (a federated search, an evaluation) sent to several nodes; each node gets a
+task. Tasks live in the hub database: ``queued`` → ``delivered`` (leased to the node for a while)
+→ ``done`` / ``failed``; a delivered task whose lease runs out before an answer is delivered again,
+up to ``max_attempts``; past the job's deadline an unanswered task is ``expired``; a job can be
+``cancelled``. The first answer to a task wins; a second one is counted and ignored. In memory,
+each node has a wake-up event (a waiting long poll returns at once when work arrives) and each job
+one (its caller sees answers as they come).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from oncofed.errors import ConfigError, NodeNotFoundError
+from oncofed.hub.db import from_db, to_db
+from oncofed.hub.signing import Clock, utc_now
+
+QUEUED, DELIVERED, DONE, FAILED, EXPIRED, CANCELLED = (
+    "queued",
+    "delivered",
+    "done",
+    "failed",
+    "expired",
+    "cancelled",
+)
+FINAL = frozenset({DONE, FAILED, EXPIRED, CANCELLED})
+DEFAULT_LEASE = timedelta(seconds=30)
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS job (
+        job_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        body VARCHAR NOT NULL,
+        created_by VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        deadline TIMESTAMP NOT NULL,
+        cancelled BOOLEAN NOT NULL DEFAULT FALSE
+    )""",
+    """CREATE TABLE IF NOT EXISTS task (
+        task_id VARCHAR PRIMARY KEY,
+        job_id VARCHAR NOT NULL,
+        node_id VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        lease_until TIMESTAMP,
+        answered_at TIMESTAMP,
+        result VARCHAR,
+        error VARCHAR,
+        duplicates INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as its node receives it, or as the job's caller sees it."""
+
+    task_id: str
+    job_id: str
+    node_id: str
+    kind: str
+    body: dict[str, Any]
+    state: str
+    attempts: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    duplicates: int = 0
+
+
+class _Wakeups:
+    """asyncio events keyed by name. The hub calls the broker from its event loop only, so no
+    thread ever sets them."""
+
+    def __init__(self) -> None:
+        self._events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def event(self, key: str) -> asyncio.Event:
+        return self._events[key]
+
+    def set(self, key: str) -> None:
+        self._events[key].set()
+
+    def forget(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+class Broker:
+    """Jobs and tasks in the hub database (see the module docstring)."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        lock: threading.Lock,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.con, self.lock, self.lease, self.clock = con, lock, lease, clock
+        with lock:
+            for statement in SCHEMA:
+                con.execute(statement)
+        self._nodes = _Wakeups()
+        self._jobs = _Wakeups()
+
+    def submit(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        node_ids: Sequence[str],
+        *,
+        created_by: str,
+        deadline: timedelta,
+        max_attempts: int = 3,
+    ) -> str:
+        """Queue a job for ``node_ids``; returns its id."""
+        if not node_ids:
+            raise ConfigError(f"a {kind} job needs at least one node")
+        if max_attempts < 1 or deadline <= timedelta(0):
+            raise ConfigError("a job needs a positive deadline and at least one attempt")
+        job_id, now = uuid.uuid4().hex, self.clock()
+        with self.lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(
+                    "INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, FALSE)",
+                    [job_id, kind, json.dumps(body), created_by, to_db(now), to_db(now + deadline)],
+                )
+                self.con.executemany(
+                    "INSERT INTO task (task_id, job_id, node_id, state, max_attempts)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [[uuid.uuid4().hex, job_id, n, QUEUED, max_attempts] for n in node_ids],
+                )
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        for node_id in node_ids:
+            self._nodes.set(node_id)
+        return job_id
+
+    def lease_for(self, node_id: str) -> list[Task]:
+        """Tasks to hand to ``node_id`` now (queued, or delivered whose lease ran out); they are
+        marked delivered until ``now + lease``. Tasks past their job's deadline expire."""
+        now = to_db(self.clock())
+        with self.lock:
+            self._expire(now)
+            rows = self.con.execute(
+                "UPDATE task SET state = ?, attempts = attempts + 1, lease_until = ?"
+                " WHERE node_id = ? AND (state = ? OR (state = ? AND lease_until < ?"
+                " AND attempts < max_attempts))"
+                " AND job_id IN (SELECT job_id FROM job WHERE NOT cancelled)"
+                " RETURNING task_id",
+                [DELIVERED, to_db(self.clock() + self.lease), node_id, QUEUED, DELIVERED, now],
+            ).fetchall()
+        return [self.task(r[0]) for r in rows]
+
+    async def wait_for_work(self, node_id: str, timeout: float) -> None:
+        """Return when work is queued for ``node_id`` or after ``timeout`` seconds."""
+        event = self._nodes.event(node_id)
+        event.clear()
+        if self._has_work(node_id):
+            return
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return
+
+    def answer(
+        self, node_id: str, task_id: str, result: dict[str, Any] | None, error: str | None
+    ) -> str:
+        """Record a node's answer: 'accepted', or 'duplicate' when the task was answered before
+        (or is no longer open); NodeNotFoundError for a task that is not this node's."""
+        state = DONE if error is None else FAILED
+        with self.lock:
+            row = self.con.execute(
+                "SELECT state, job_id FROM task WHERE task_id = ? AND node_id = ?",
+                [task_id, node_id],
+            ).fetchone()
+            if row is None:
+                raise NodeNotFoundError(f"node {node_id!r} has no task {task_id!r}")
+            if row[0] in FINAL:
+                self.con.execute(
+                    "UPDATE task SET duplicates = duplicates + 1 WHERE task_id = ?", [task_id]
+                )
+                return "duplicate"
+            self.con.execute(
+                "UPDATE task SET state = ?, answered_at = ?, result = ?, error = ?"
+                " WHERE task_id = ?",
+                [
+                    state,
+                    to_db(self.clock()),
+                    None if result is None else json.dumps(result),
+                    error,
+                    task_id,
+                ],
+            )
+            job_id = str(row[1])
+        self._jobs.set(job_id)
+        return "accepted"
+
+    async def wait_for_answers(self, job_id: str, timeout: float) -> None:
+        """Return when a task of ``job_id`` was answered since the last call, or after
+        ``timeout`` seconds."""
+        event = self._jobs.event(job_id)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return
+        finally:
+            event.clear()
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job: its open tasks become cancelled and are no longer delivered."""
+        with self.lock:
+            found = self.con.execute(
+                "UPDATE job SET cancelled = TRUE WHERE job_id = ? RETURNING job_id", [job_id]
+            ).fetchall()
+            if not found:
+                raise NodeNotFoundError(f"no job {job_id!r}")
+            self.con.execute(
+                "UPDATE task SET state = ? WHERE job_id = ? AND state IN (?, ?)",
+                [CANCELLED, job_id, QUEUED, DELIVERED],
+            )
+        self._jobs.set(job_id)
+
+    def expire(self, job_id: str) -> None:
+        """End a job whose caller stopped waiting: open tasks expire."""
+        with self.lock:
+            self.con.execute(
+                "UPDATE task SET state = ? WHERE job_id = ? AND state IN (?, ?)",
+                [EXPIRED, job_id, QUEUED, DELIVERED],
+            )
+        self._jobs.forget(job_id)
+
+    def tasks(self, job_id: str) -> list[Task]:
+        """Every task of a job, by node."""
+        with self.lock:
+            self._expire(to_db(self.clock()))
+            rows = self.con.execute(
+                "SELECT task_id FROM task WHERE job_id = ? ORDER BY node_id", [job_id]
+            ).fetchall()
+        if not rows and not self._job_exists(job_id):
+            raise NodeNotFoundError(f"no job {job_id!r}")
+        return [self.task(r[0]) for r in rows]
+
+    def task(self, task_id: str) -> Task:
+        """One task with its job's kind and body."""
+        with self.lock:
+            row = self.con.execute(
+                "SELECT t.task_id, t.job_id, t.node_id, j.kind, j.body, t.state, t.attempts,"
+                " t.result, t.error, t.duplicates FROM task t JOIN job j USING (job_id)"
+                " WHERE t.task_id = ?",
+                [task_id],
+            ).fetchone()
+        if row is None:
+            raise NodeNotFoundError(f"no task {task_id!r}")
+        return Task(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            json.loads(row[4]),
+            row[5],
+            int(row[6]),
+            None if row[7] is None else json.loads(row[7]),
+            row[8],
+            int(row[9]),
+        )
+
+    def deadline(self, job_id: str) -> datetime:
+        """When a job's unanswered tasks expire."""
+        with self.lock:
+            row = self.con.execute("SELECT deadline FROM job WHERE job_id = ?", [job_id]).fetchone()
+        if row is None:
+            raise NodeNotFoundError(f"no job {job_id!r}")
+        return from_db(row[0]) or self.clock()
+
+    def _has_work(self, node_id: str) -> bool:
+        with self.lock:
+            row = self.con.execute(
+                "SELECT count(*) FROM task WHERE node_id = ? AND state = ?", [node_id, QUEUED]
+            ).fetchone()
+        return bool(row and row[0])
+
+    def _job_exists(self, job_id: str) -> bool:
+        with self.lock:
+            row = self.con.execute("SELECT 1 FROM job WHERE job_id = ?", [job_id]).fetchone()
+        return row is not None
+
+    def _expire(self, now: datetime | None) -> None:
+        """(Lock held.) Open tasks of jobs past their deadline, or out of attempts, expire."""
+        self.con.execute(
+            "UPDATE task SET state = ? WHERE state IN (?, ?) AND (job_id IN"
+            " (SELECT job_id FROM job WHERE deadline < ?)"
+            " OR (state = ? AND lease_until < ? AND attempts >= max_attempts))",
+            [EXPIRED, QUEUED, DELIVERED, now, DELIVERED, now],
+        )
