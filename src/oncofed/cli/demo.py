@@ -48,6 +48,9 @@ DEMO_QUERIES: tuple[tuple[str, dict[str, object], tuple[str, ...]], ...] = (
 def demo(
     home: Annotated[Path, typer.Argument(help="Folder for the demo node.")] = Path("demo-data"),
     patients: Annotated[int, typer.Option(help="Synthetic patients to generate.")] = 40,
+    federation: Annotated[
+        bool, typer.Option(help="Start a hub and three more nodes; search across them.")
+    ] = True,
     serve: Annotated[bool, typer.Option(help="Serve the node at the end.")] = True,
     serve_for: Annotated[float, typer.Option(help="Seconds to serve (0: until Ctrl-C).")] = 0,
 ) -> None:
@@ -91,8 +94,13 @@ def demo(
         tokens = demo_tokens(node, [SYNTHETIC.collection_id, SLIDES])
     console.print(f"Ingest reports (JSON) are in {home / 'reports'}.")
     console.print(f"Try: oncofed query --node {home} --where modality=SM --facets collection")
+    if federation:
+        from oncofed.cli.demo_federation import federation_demo
+
+        console.print(Rule("6. federation: a hub and four nodes"))
+        federation_demo(console, home / "federation", home, patients)
     if serve:
-        console.print(Rule("6. the node server"))
+        console.print(Rule("7. the node server"))
         serve_demo(console, home, tokens, slide_id, serve_for)
 
 

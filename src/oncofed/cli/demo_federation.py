@@ -1,0 +1,196 @@
+"""`oncofed demo`, federation part: a hub and four nodes on 127.0.0.1, one federated search.
+
+Three nodes hold different synthetic cohorts (pathology-heavy, breast imaging, mixed); the fourth
+is the demo node with the NCI IDC reference metadata. Each node joins the hub with its own key,
+the hub admin approves it, and its agent (a thread here; `oncofed node agent` in production)
+long-polls the hub. Everything runs in this process so the demo needs no ports but loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from oncofed.agent.loop import Agent, load_handler_modules
+from oncofed.agent.membership import MEMBERSHIP_FILE, join
+from oncofed.catalog.writer import CollectionSpec
+from oncofed.cli.hub import print_search
+from oncofed.config import CONFIG_FILE
+from oncofed.hub.app import create_hub_app
+from oncofed.hub.service import Hub
+from oncofed.node import Node
+from oncofed.server.service import NodeService
+
+ADMIN_TOKEN_FILE = "admin.token"
+SEARCHES: tuple[tuple[str, dict[str, Any], list[str]], ...] = (
+    ("Prostate: MR or whole-slide images", {"body_part": ["PROSTATE"]}, ["modality", "collection"]),
+    ("Breast imaging (MG, US)", {"modality": ["MG", "US"]}, ["modality", "manufacturer"]),
+)
+
+
+def federation_demo(console: Console, root: Path, idc_node: Path, patients: int) -> None:
+    """Build (or reuse) the nodes, start the hub and the agents, search, stop."""
+    homes = {
+        "pathology-node": _pathology_node(root / "pathology-node", patients),
+        "breast-node": _breast_node(root / "breast-node", patients),
+        "mixed-node": _mixed_node(root / "mixed-node", patients),
+        "idc-node": idc_node,
+    }
+    with _hub(root / "hub") as (url, token), ExitStack() as stack:
+        headers = {"Authorization": f"Bearer {token}"}
+        load_handler_modules()
+        for node_id, home in homes.items():
+            if not (home / MEMBERSHIP_FILE).exists():
+                join(home, url, node_id, name=node_id)
+            httpx.post(f"{url}/hub/v1/nodes/{node_id}/approve", headers=headers, timeout=30)
+            stack.enter_context(_agent(home))
+        _wait_online(url, headers, set(homes))
+        console.print(f"hub at {url}: {len(homes)} nodes joined (each with its own Ed25519 key)")
+        _print_catalogue(console, url)
+        for title, where, facets in SEARCHES:
+            console.print(f"[bold]{title}[/]  filter {json.dumps(where)}")
+            body = {"where": where, "facets": facets, "deadline_s": 10}
+            with httpx.stream(
+                "POST", f"{url}/hub/v1/search", json=body, headers=headers, timeout=60
+            ) as answer:
+                lines = [json.loads(line) for line in answer.iter_lines() if line]
+            print_search(console, lines)
+        console.print(
+            "Every number above left its node through that node's disclosure control "
+            "(counts < 10 suppressed, others rounded to 10); totals are ranges where a node "
+            "suppressed a count."
+        )
+
+
+@contextmanager
+def _hub(home: Path) -> Iterator[tuple[str, str]]:
+    """The demo hub served on a free loopback port; yields its URL and the admin token."""
+    if not home.exists():
+        hub, issued = Hub.init(home, name="demo-hub")
+        hub.close()
+        (home / ADMIN_TOKEN_FILE).write_text(issued.token, encoding="ascii")
+        (home / ADMIN_TOKEN_FILE).chmod(0o600)
+    token = (home / ADMIN_TOKEN_FILE).read_text(encoding="ascii").strip()
+    with Hub(home) as hub:
+        port = _free_port()
+        config = uvicorn.Config(
+            create_hub_app(hub), host="127.0.0.1", port=port, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}", token
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+@contextmanager
+def _agent(home: Path) -> Iterator[None]:
+    with NodeService.open(home) as service:
+        agent = Agent(service, wait_s=2.0)
+        agent.start()
+        try:
+            yield
+        finally:
+            agent.stop()
+
+
+def _wait_online(url: str, headers: dict[str, str], names: set[str]) -> None:
+    for _ in range(600):
+        rows = httpx.get(f"{url}/hub/v1/nodes", headers=headers, timeout=30).json()
+        if names <= {r["node_id"] for r in rows if r["online"]}:
+            return
+        time.sleep(0.1)
+
+
+def _print_catalogue(console: Console, url: str) -> None:
+    table = Table(title="public catalogue at the hub (GET /hub/v1/catalogue, no login)")
+    for column in ("node", "collection", "patients", "series"):
+        table.add_column(column)
+    for _ in range(100):  # nodes send their catalogue right after approval
+        entries = httpx.get(f"{url}/hub/v1/catalogue", timeout=30).json()
+        if len(entries) >= 4:
+            break
+        time.sleep(0.1)
+    for entry in entries:
+        collections = entry["collections"]
+        for c in collections[:4]:
+            table.add_row(entry["node"], c["collection_id"], str(c["patients"]), str(c["series"]))
+        if len(collections) > 4:
+            table.add_row(entry["node"], f"... {len(collections) - 4} more", "", "")
+    console.print(table)
+
+
+def _new_node(home: Path) -> Node | None:
+    """A fresh node at ``home``, or None when the demo made it before."""
+    return None if (home / CONFIG_FILE).exists() else Node.init(home, name=home.name)
+
+
+def _pathology_node(home: Path, patients: int) -> Path:
+    from oncofed.ingest.slides import SlideInput
+    from oncofed.testing.dicom import generate_cohort
+    from oncofed.testing.wsi import make_slide
+
+    node = _new_node(home)
+    if node is None:
+        return home
+    with node:
+        mr = generate_cohort(home / "input-mr", patients=patients, seed=21, modalities=("MR",))
+        node.ingest(mr.files, CollectionSpec("prostate-mr", "Prostate MR (synthetic)"))
+        slides = []
+        for number in range(1, 7):
+            path = home / "input-slides" / f"FAKE-BIOPSY-{number:04d}.svs"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make_slide(path, "svs", width=2048, height=1536, seed=number)
+            slides.append(SlideInput(path, f"FAKE-P{number:04d}", "biopsy", "H&E", "PROSTATE"))
+        node.ingest_slides(slides, "prostate-biopsies")
+    return home
+
+
+def _breast_node(home: Path, patients: int) -> Path:
+    from oncofed.testing.breast_us import generate_breast_us
+    from oncofed.testing.dicom import generate_cohort
+
+    node = _new_node(home)
+    if node is None:
+        return home
+    with node:
+        us = generate_breast_us(home / "input-us", cases=patients, seed=5)
+        node.ingest([us.dicom_dir], CollectionSpec("breast-us", "Breast ultrasound (synthetic)"))
+        node.import_labels(us.labels_csv, "breast-us")
+        mg = generate_cohort(home / "input-mg", patients=patients, seed=22, modalities=("MG",))
+        node.ingest(mg.files, CollectionSpec("breast-mg", "Mammography (synthetic)"))
+    return home
+
+
+def _mixed_node(home: Path, patients: int) -> Path:
+    from oncofed.testing.dicom import generate_cohort
+
+    node = _new_node(home)
+    if node is None:
+        return home
+    with node:
+        cohort = generate_cohort(home / "input", patients=patients, seed=23)
+        node.ingest(cohort.files, CollectionSpec("mixed", "Mixed CT/MR/MG/US (synthetic)"))
+    return home
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
