@@ -13,7 +13,7 @@ venv: $(STAMP)
 
 # Debian packages: libturbojpeg0 for wsidicomizer (DICOM-WSI conversion); dcmtk, the DICOM
 # network peer the tests talk to.
-DEBIAN_PACKAGES := libturbojpeg0 dcmtk
+DEBIAN_PACKAGES := libturbojpeg0 dcmtk chromium
 
 $(STAMP): pyproject.toml
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -38,8 +38,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Peers the benchmarks measure against: Orthanc (node server), dcmtk (C-STORE client).
-BENCH_DEBIAN_PACKAGES := orthanc orthanc-dicomweb dcmtk
+# Peers the benchmarks measure against: Orthanc (node server), dcmtk (C-STORE client), wrk
+# (QIDO-RS load generator).
+BENCH_DEBIAN_PACKAGES := orthanc orthanc-dicomweb dcmtk wrk
 
 bench: $(STAMP)
 	@missing=$$(for p in $(BENCH_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

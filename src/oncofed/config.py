@@ -39,6 +39,9 @@ class NodeSettings(BaseSettings):
     ingest_workers: int = Field(default=0, ge=0, description="Worker processes; 0 = all cores")
     min_count: int = Field(default=10, ge=1, description="Counts below this are shown as <k")
     count_rounding: int = Field(default=10, ge=1, description="Counts are rounded to this")
+    count_noise_scale: float = Field(
+        default=0.0, ge=0, description="Query-seeded noise on released counts (0 = off; 10 is good)"
+    )
     queries_per_day: int = Field(
         default=500, ge=1, description="Federated queries a hub user may run here per UTC day"
     )

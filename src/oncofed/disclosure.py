@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from oncofed.catalog.results import CohortResult
+from oncofed.config import NodeSettings
 from oncofed.errors import ConfigError, ForbiddenError, OncofedError
 
 Protected = int | str
 QueryKey = Mapping[str, Any] | bytes
 _COUNTS = ("patients", "studies", "series", "instances")
 MIN_SECRET_BYTES = 16
+NOISE_KEY_DOMAIN = b"oncofed/disclosure/v1/noise"
+NOISE_BOUND_SCALES = 5  # noise is truncated at 5 scales (P(|e| > 5 scales) < 1 %)
 
 
 class DisclosureError(OncofedError):
@@ -125,6 +128,11 @@ class DisclosurePolicy:
         protected["bytes"] = f"<{self.min_count}" if suppressed else round(totals["bytes"], -6)
         return protected
 
+    def protect_collection(self, totals: Mapping[str, Any]) -> dict[str, Protected]:
+        """A collection's totals, noise seeded as a cohort query for that collection is (so
+        asking either way gives the same numbers)."""
+        return self.protect_totals(totals, query={"collection": [totals["collection_id"]]})
+
     def protect_result(self, result: CohortResult) -> dict[str, Any]:
         """A cohort answer with every count protected (noise seeded by its canonical filter);
         facet values whose patients are suppressed are left out."""
@@ -148,20 +156,37 @@ class DisclosurePolicy:
         }
 
 
+def node_policy(settings: NodeSettings, node_secret: bytes) -> DisclosurePolicy:
+    """The policy of a node's settings. With ``count_noise_scale`` > 0 its noise is keyed by a
+    secret derived from the node's key, so answers stay the same across restarts."""
+    noise = None
+    if settings.count_noise_scale > 0:
+        secret = hmac.digest(node_secret, NOISE_KEY_DOMAIN, "sha256")
+        scale = settings.count_noise_scale
+        noise = QueryNoise(secret, scale, bound=math.ceil(NOISE_BOUND_SCALES * scale))
+    return DisclosurePolicy(settings.min_count, settings.count_rounding, noise)
+
+
 class QueryBudget:
     """At most ``per_day`` queries per user per UTC day, counted in an SQLite file."""
 
     def __init__(
-        self, path: Path, per_day: int, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        path: Path,
+        per_day: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        place: str = "this node",
     ) -> None:
         if per_day < 1:
             raise ConfigError(f"the daily query budget must be >= 1, got {per_day}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.per_day = per_day
+        self.per_day, self.place = per_day, place
         self._clock = clock
         self._lock = threading.Lock()
         self._con = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=NORMAL")  # survives a crashed process; no fsync
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS query_budget (user_id TEXT NOT NULL, day TEXT NOT NULL,"
             " used INTEGER NOT NULL, PRIMARY KEY (user_id, day))"
@@ -184,8 +209,8 @@ class QueryBudget:
         if charged == 0:
             tomorrow = datetime.fromisoformat(day) + timedelta(days=1)
             raise QueryBudgetError(
-                f"user {user_id!r} has used all {self.per_day} queries allowed per day on this"
-                f" node; the budget resets at {tomorrow:%Y-%m-%d} 00:00 UTC"
+                f"user {user_id!r} has used all {self.per_day} queries allowed per day on"
+                f" {self.place}; the budget resets at {tomorrow:%Y-%m-%d} 00:00 UTC"
             )
         return self.remaining(user_id)
 

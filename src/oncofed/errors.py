@@ -67,6 +67,18 @@ class ForbiddenError(OncofedError):
     code = "forbidden"
 
 
+class NotFoundError(OncofedError):
+    """The named record (an access request, a user) does not exist."""
+
+    code = "not_found"
+
+
+class ConflictError(OncofedError):
+    """The request conflicts with the current state of what it names (e.g. a wrong transition)."""
+
+    code = "conflict"
+
+
 class ReferenceImportError(OncofedError):
     """A reference metadata import (e.g. the IDC index) failed."""
 

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from oncofed.catalog.audit import AuditLog
 from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.idc import IdcImportResult, import_idc
+from oncofed.catalog.labels import (
+    IdentifierMap,
+    LabelError,
+    LabelImportResult,
+    LabelRow,
+    Verbatim,
+    import_labels,
+    read_label_csv,
+)
 from oncofed.catalog.writer import CollectionSpec, ensure_collection
 from oncofed.closing import Closing
 from oncofed.config import CONFIG_FILE, NodeSettings, load_settings, write_settings
-from oncofed.deid.keys import KEY_RELATIVE_PATH, create_key, load_key
+from oncofed.deid.keys import KEY_RELATIVE_PATH, Keyring, create_key, load_key
 from oncofed.deid.profile import build_profile
 from oncofed.deid.stage import DeidStage
 from oncofed.errors import ConfigError, IngestError
@@ -21,6 +32,9 @@ from oncofed.ingest.report import IngestReport
 from oncofed.ingest.slides import SlideIngestor, SlideInput
 from oncofed.ingest.stages import DeclaredDeidentified, DeidentifyStage
 from oncofed.storage.blobstore import BlobStore
+from oncofed.wsi.deid import deidentify_slide, output_suffix
+from oncofed.wsi.metadata import read_metadata
+from oncofed.wsi.open import detect_format
 
 AUDIT_HEAD_FILE = "audit.head"
 
@@ -165,3 +179,65 @@ class Node(Closing):
             details = {"version": result.version, "series": result.series}
             self.audit.append(self.actor, "import", "reference/idc", details)
         return result
+
+    def import_labels(
+        self, csv_path: Path | str, collection: str, *, strict: bool = False
+    ) -> LabelImportResult:
+        """Import reference labels keyed by the hospital's own identifiers (see catalog.labels).
+
+        Identifiers are mapped with this node's key exactly as ingest mapped them; slide rows
+        name the original slide file (relative to the CSV), identified by de-identifying it
+        again. Rows that match nothing are reported; ``strict`` refuses the file instead.
+        """
+        csv_path = Path(csv_path)
+        declared = self._declared_deidentified(collection)
+        if declared is None:
+            raise LabelError(f"no collection {collection!r} on this node")
+        rows = read_label_csv(csv_path)
+        keys = Verbatim() if declared else Keyring(load_key(self.home / KEY_RELATIVE_PATH))
+        identifiers = IdentifierMap(
+            collection_id=collection,
+            keys=keys,
+            retain_uids=declared or "retain-uids" in self.settings.deid_options,
+            slide_ids=self._slide_ids(csv_path.parent, rows),
+        )
+        result = import_labels(self.catalog.con, rows, identifiers, strict=strict)
+        self.audit.append(
+            self.actor,
+            "import-labels",
+            f"collection/{collection}",
+            {"file_sha256": _sha256_of(csv_path), "rows": result.rows, "added": result.added,
+             "updated": result.updated, "unchanged": result.unchanged,
+             "unmatched": len(result.unmatched)},
+        )  # fmt: skip
+        return result
+
+    def _slide_ids(self, folder: Path, rows: list[LabelRow]) -> dict[int, str]:
+        """Line → catalog slide id of each row naming a slide file that exists.
+
+        A slide's catalog id is the hash of its de-identified copy, so the copy is made again
+        (same identifiers as slide ingest) into the store's tmp/ and removed.
+        """
+        found: dict[tuple[str, str, str], str] = {}
+        out: dict[int, str] = {}
+        for row in rows:
+            path = (folder / row.slide).resolve()
+            if not row.slide or not path.exists():
+                continue
+            key = (str(path), row.patient_id, row.study_id)
+            if key not in found:
+                suffix = output_suffix(detect_format(path))
+                temporary = self.store.tmp / f"{uuid.uuid4().hex}.part{suffix}"
+                identifiers = [v for v in (row.patient_id, row.study_id, path.stem) if v]
+                try:
+                    deidentify_slide(path, temporary, identifiers=identifiers)
+                    found[key] = read_metadata(temporary).slide_id
+                finally:
+                    temporary.unlink(missing_ok=True)
+            out[row.line] = found[key]
+        return out
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

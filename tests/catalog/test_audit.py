@@ -98,3 +98,39 @@ def test_audit_verify_command(node: Node) -> None:
         reopened.catalog.con.execute("UPDATE audit SET target = 'collection/y'")
     broken = run()
     assert broken.returncode == 1 and "entry 1: content does not match its hash" in broken.stderr
+
+
+def test_deferred_entries_are_written_in_order_by_flush(node: Node) -> None:
+    log = node.audit
+    log.append("alice", "query", "collection/a")
+    log.defer("bob", "read", "dicomweb/search/study", {"matches": 3})
+    log.defer("carol", "read", "dicomweb/1.2.3")
+    assert log.deferred == 2 and len(log.entries()) == 1
+    assert log.flush() == 2
+    assert log.flush() == 0
+    assert [(e.seq, e.actor) for e in log.entries()] == [(1, "alice"), (2, "bob"), (3, "carol")]
+    assert log.verify() == []
+    assert log.head_file.read_text().split()[0] == "3"
+
+
+def test_an_append_writes_the_deferred_entries_first(node: Node) -> None:
+    log = node.audit
+    log.defer("bob", "read", "dicomweb/1.2.3")
+    entry = log.append("alice", "ingest", "collection/a")
+    assert entry.seq == 2 and log.deferred == 0
+    assert [e.actor for e in log.entries()] == ["bob", "alice"]
+    assert log.verify() == []
+
+
+def test_tampering_with_group_committed_entries_is_detected(node: Node) -> None:
+    log = node.audit
+    for n in range(4):
+        log.defer(f"user{n}", "read", f"dicomweb/{n}")
+    log.flush()
+    log.con.execute("DELETE FROM audit WHERE seq = 2")
+    reasons = {(b.seq, b.reason) for b in log.verify()}
+    assert (3, "expected entry 2 here (removed or moved)") in reasons
+    log.con.execute("UPDATE audit SET target = 'dicomweb/x' WHERE seq = 4")
+    assert (4, "content does not match its hash (edited)") in {
+        (b.seq, b.reason) for b in log.verify()
+    }

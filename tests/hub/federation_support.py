@@ -73,18 +73,29 @@ class Federation:
         self.hub = oncofed("hub", "serve", str(home), "--port", str(port))
         wait_until(lambda: httpx.get(f"{self.url}/hub/v1/health").status_code == 200)
 
+    def kill_hub(self) -> None:
+        """End the hub process abruptly (SIGKILL), as a crash would."""
+        if self.hub is not None:
+            os.killpg(self.hub.pid, signal.SIGKILL)
+            self.hub.wait()
+            self.hub = None
+
     def stop_hub(self) -> None:
         if self.hub is not None:
             stop(self.hub)
             self.hub = None
 
     def add_node(self, name: str, *, patients: int, seed: int) -> Path:
-        """A node with a generated cohort, joined and approved; its own protected answer to
-        QUERY is kept as the oracle."""
+        """A node with a generated cohort (none for 0 patients), joined and approved; its own
+        protected answer to QUERY is kept as the oracle."""
         home = self.root / name
         with Node.init(home, name=name) as node:
-            cohort = generate_cohort(self.root / f"{name}-in", patients=patients, seed=seed)
-            node.ingest(cohort.files, CollectionSpec(f"{name}-coll", f"{name} cohort"))
+            if patients:
+                cohort = generate_cohort(
+                    self.root / f"{name}-in", patients=patients, seed=seed, rows=8, columns=8
+                )
+                spec = CollectionSpec(f"{name}-coll", f"{name} cohort")
+                node.ingest(cohort.files, spec, workers=1)  # no process pool for a few files
             result = node.catalog.query(QUERY, FACETS)
             policy = DisclosurePolicy(node.settings.min_count, node.settings.count_rounding)
             self.expected[name] = policy.protect_result(result)

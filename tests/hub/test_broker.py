@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from oncofed.errors import NodeNotFoundError
@@ -30,8 +28,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def broker(tmp_path: Path, clock: Clock) -> Broker:
-    con = duckdb.connect(str(tmp_path / "hub.duckdb"))
-    return Broker(con, threading.Lock(), lease=timedelta(seconds=10), clock=clock)
+    return Broker(tmp_path / "broker.sqlite", lease=timedelta(seconds=10), clock=clock)
 
 
 def test_tasks_are_delivered_once_per_lease_and_retried(broker: Broker, clock: Clock) -> None:

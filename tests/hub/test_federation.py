@@ -7,13 +7,14 @@ messages; a hub restart.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from federation_support import Federation, federation, stop, wait_until
+from federation_support import FACETS, QUERY, Federation, federation, stop, wait_until
 
 from oncofed.agent.membership import HubChannel, Membership, join
 from oncofed.errors import ConfigError
@@ -30,25 +31,50 @@ def _by_node(lines: list[dict]) -> dict[str, dict]:
     return {line["node"]: line for line in lines if "node" in line}
 
 
+def _bounds(count: int | str) -> tuple[int, int]:
+    """A protected count as the range of true values it stands for."""
+    if isinstance(count, int):
+        return count, count
+    return 0, int(count.removeprefix("<")) - 1
+
+
+def _expected_totals(fed: Federation, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    out = {}
+    for count in ("patients", "studies", "series", "instances"):
+        bounds = [_bounds(fed.expected[n]["counts"][count]) for n in names]
+        out[count] = {"low": sum(b[0] for b in bounds), "high": sum(b[1] for b in bounds)}
+    return out
+
+
 def test_search_totals_are_the_sum_of_each_nodes_protected_answer(fed: Federation) -> None:
     fed.start_hub()
-    fed.add_node("north", patients=40, seed=1)
-    fed.add_node("south", patients=25, seed=2)
+    fed.add_node("north", patients=14, seed=1)
+    fed.add_node("south", patients=12, seed=2)
     for name in ("north", "south"):
         fed.start_agent(name)
     fed.wait_online("north", "south")
     lines = fed.search()
     nodes, summary = _by_node(lines), lines[-1]["summary"]
+    assert lines[0]["job"] and sorted(lines[0]["asked"]) == ["north", "south"]
     for name in ("north", "south"):
         assert nodes[name]["status"] == "answered"
         assert nodes[name]["result"]["counts"] == fed.expected[name]["counts"]
-    for count in ("patients", "series", "instances"):
-        values = [fed.expected[n]["counts"][count] for n in ("north", "south")]
-        assert all(isinstance(v, int) for v in values)  # 25+ patients: nothing suppressed
-        assert summary["counts"][count] == {"low": sum(values), "high": sum(values)}
+    totals = {k: summary["counts"][k] for k in ("patients", "studies", "series", "instances")}
+    assert totals == _expected_totals(fed, ("north", "south"))
+    assert summary["complete"] and summary["answered"] == 2
+    again = httpx.get(f"{fed.url}/hub/v1/search/{lines[0]['job']}", headers=fed.admin).json()
+    assert again[-1] == lines[-1]  # the recorded outcome is the streamed one
     catalogue = httpx.get(f"{fed.url}/hub/v1/catalogue").json()  # public, no token
     assert {entry["node"] for entry in catalogue} == {"north", "south"}
-    assert all(isinstance(c["patients"], int) for e in catalogue for c in e["collections"])
+    assert all(
+        isinstance(c["patients"], int | str) and "-coll" in c["collection_id"]
+        for e in catalogue
+        for c in e["collections"]
+    )
+    bad = httpx.post(
+        f"{fed.url}/hub/v1/search", json={"where": {"no_such_field": [1]}}, headers=fed.admin
+    )
+    assert bad.status_code == 400 and "no_such_field" in bad.text  # refused before any node
 
 
 def test_down_hung_and_garbage_nodes_are_reported_not_fatal(
@@ -65,8 +91,9 @@ def test_down_hung_and_garbage_nodes_are_reported_not_fatal(
         "    return {'counts': {'patients': 3}}  # garbage: unprotected, incomplete\n"
     )
     fed.start_hub(online_window_s=2.0)
-    for seed, name in enumerate(("good", "down", "slow", "junk")):
-        fed.add_node(name, patients=15, seed=seed + 10)
+    fed.add_node("good", patients=12, seed=10)
+    for name in ("down", "slow", "junk"):
+        fed.add_node(name, patients=0, seed=0)
     fed.start_agent("good")
     for name in ("slow", "junk"):
         fed.start_agent(name, handlers=faulty)
@@ -132,25 +159,60 @@ def test_double_answers_forged_tampered_and_replayed_messages(
     channel.close()
 
 
-def test_hub_restart_keeps_nodes_and_jobs_and_agents_reconnect(fed: Federation) -> None:
+def test_hub_crash_mid_search_loses_nothing_and_counts_once(
+    fed: Federation, tmp_path: Path
+) -> None:
+    slow = tmp_path / "slow_handlers.py"
+    slow.write_text(
+        "import time\n"
+        "from oncofed.agent import handlers\n"
+        "real = handlers.HANDLERS['search']\n"
+        "@handlers.handler('search')\n"
+        "def search(ctx, body):\n"
+        "    time.sleep(4)\n"
+        "    return real(ctx, body)\n"
+    )
     fed.start_hub()
-    fed.add_node("east", patients=20, seed=5)
+    fed.add_node("east", patients=12, seed=5)
+    fed.add_node("west", patients=11, seed=6)
     fed.start_agent("east")
-    fed.wait_online("east")
+    fed.start_agent("west", handlers=slow)
+    fed.wait_online("east", "west")
     job = httpx.post(
         f"{fed.url}/hub/v1/jobs",
         json={"kind": "no-such-kind", "nodes": ["east"], "deadline_s": 600},
         headers=fed.admin,
     ).json()["job_id"]
-    fed.stop_hub()
+    body = {"where": QUERY, "facets": FACETS, "deadline_s": 60}
+    seen: list[dict] = []
+    url = f"{fed.url}/hub/v1/search"
+    with (  # the stream breaks when the hub dies
+        pytest.raises(httpx.HTTPError),
+        httpx.stream("POST", url, json=body, headers=fed.admin, timeout=60) as stream,
+    ):
+        for line in stream.iter_lines():
+            seen.append(json.loads(line))
+            if seen[-1].get("node") == "east":
+                fed.kill_hub()  # west is still working on its answer
+    assert [line.get("node") for line in seen] == [None, "east"]
+    search = seen[0]["job"]
     fed.start_hub(port=int(fed.url.rsplit(":", 1)[1]))
-    fed.wait_online("east")  # the agent backed off and came back
 
-    def answered() -> bool:
-        (task,) = httpx.get(f"{fed.url}/hub/v1/jobs/{job}", headers=fed.admin).json()
-        return task["state"] == "failed"
+    def outcome() -> list[dict]:
+        return httpx.get(f"{fed.url}/hub/v1/search/{search}", headers=fed.admin).json()
 
-    wait_until(answered, timeout=30)
+    wait_until(lambda: outcome()[-1]["summary"]["complete"], timeout=60)
+    lines = outcome()
+    summary = lines[-1]["summary"]
+    assert summary["nodes"] == {"east": "answered", "west": "answered"}  # west's answer waited
+    counts = {k: summary["counts"][k] for k in ("patients", "studies", "series", "instances")}
+    assert counts == _expected_totals(fed, ("east", "west"))  # each node counted once
+    tasks = httpx.get(f"{fed.url}/hub/v1/jobs/{search}", headers=fed.admin).json()
+    assert sum(t["duplicates"] for t in tasks) == 0
+    wait_until(lambda: _job(fed, job)["state"] == "failed", timeout=30)  # kept across restart
+    assert "no handler" in _job(fed, job)["error"]
+
+
+def _job(fed: Federation, job: str) -> dict:
     (task,) = httpx.get(f"{fed.url}/hub/v1/jobs/{job}", headers=fed.admin).json()
-    assert "no handler" in task["error"] and task["duplicates"] == 0
-    assert _by_node(fed.search())["east"]["status"] == "answered"
+    return task

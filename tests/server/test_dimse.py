@@ -100,6 +100,11 @@ def test_storescu_stores_deidentified_copies(empty_scp: ServedScp, tmp_path: Pat
         cohort.series,
         cohort.instances,
     )
+    # one association: one report and one audit entry, written before storescu saw the release
+    assert len(list(empty_scp.service.node.reports_dir.glob("ingest-*.json"))) == 1
+    audited = empty_scp.rows("SELECT actor, details FROM audit WHERE action = 'ingest'")
+    assert len(audited) == 1 and str(audited[0][0]).startswith(f"dimse:{SCU_AET}@")
+    assert f'"added": {cohort.instances}' in str(audited[0][1])
     shas = empty_scp.rows("SELECT sha256 FROM instance")
     blobs = [empty_scp.service.blob_path(str(row[0])) for row in shas]
     planted = {value for values in cohort.identifiers.values() for value in values}

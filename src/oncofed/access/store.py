@@ -35,6 +35,32 @@ class IssuedToken:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class GrantRecord:
+    """A grant decided elsewhere (by a hub's access negotiation), as a node stores it."""
+
+    grant_id: str
+    user_id: str
+    collection_id: str
+    tier: int
+    granted_by: str
+    expires_at: datetime
+
+    def row(self) -> list[object]:
+        """The values of the ``access_grant`` columns it fills, in table order."""
+        return [self.grant_id, self.user_id, self.collection_id, self.tier, self.granted_by,
+                self.expires_at]  # fmt: skip
+
+
+def _check_grant(grant: GrantRecord) -> None:
+    if not _USER_ID.match(grant.user_id):
+        raise ConfigError(f"invalid user id {grant.user_id!r}: letters, digits and ._@- only")
+    if grant.tier not in (2, 3):
+        raise ConfigError(f"grants are for tier 2 (federated) or 3 (transfer), not {grant.tier}")
+    if grant.expires_at.tzinfo is None:
+        raise ConfigError(f"grant {grant.grant_id!r}: expiry {grant.expires_at} has no time zone")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -175,6 +201,32 @@ class IdentityStore:
         ).fetchall()
         if not found:
             raise ConfigError(f"no active grant {grant_id!r}")
+
+    def put_grant(self, grant: GrantRecord) -> bool:
+        """Write a grant under its own id (one a hub chose) unless that id exists already: a
+        grant delivered twice, or revoked before it arrived, stays as it is. Returns whether it
+        was written. The user need not exist here yet (OIDC users never do)."""
+        _check_grant(grant)
+        written = self.con.execute(
+            "INSERT INTO access_grant (grant_id, user_id, collection_id, tier, granted_by,"
+            " expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (grant_id) DO NOTHING"
+            " RETURNING grant_id",
+            grant.row(),
+        ).fetchall()
+        return bool(written)
+
+    def end_grant(self, grant: GrantRecord) -> bool:
+        """Revoke the grant with ``grant``'s id now, or record it as revoked if it never arrived
+        (so a late delivery cannot bring it back). Returns whether anything changed."""
+        _check_grant(grant)
+        changed = self.con.execute(
+            "INSERT INTO access_grant (grant_id, user_id, collection_id, tier, granted_by,"
+            " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, now())"
+            " ON CONFLICT (grant_id) DO UPDATE SET revoked_at = now()"
+            " WHERE access_grant.revoked_at IS NULL RETURNING grant_id",
+            grant.row(),
+        ).fetchall()
+        return bool(changed)
 
     def active_grants(self, user_id: str) -> dict[str, int]:
         """Collection → highest tier currently granted to ``user_id``."""

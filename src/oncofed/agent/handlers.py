@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
-from oncofed.disclosure import DisclosurePolicy, QueryBudget
+from oncofed.catalog.idc import SOURCE as IDC_SOURCE
+from oncofed.deid.keys import node_key
+from oncofed.disclosure import DisclosurePolicy, QueryBudget, node_policy
 from oncofed.errors import QueryError
 from oncofed.server.service import NodeService
 
@@ -31,8 +33,7 @@ class AgentContext:
 
     @cached_property
     def policy(self) -> DisclosurePolicy:
-        settings = self.service.node.settings
-        return DisclosurePolicy(min_count=settings.min_count, rounding=settings.count_rounding)
+        return node_policy(self.service.node.settings, node_key(self.service.node.home))
 
     @cached_property
     def budget(self) -> QueryBudget:
@@ -67,9 +68,10 @@ def search(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
 
 @handler("catalogue.refresh")
 def catalogue(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
-    """This node's collections for the hub's public catalogue, counts protected."""
+    """This node's own collections (every tier describes itself publicly, DESIGN §1) for the
+    hub's public catalogue, counts protected; IDC reference collections are not the node's."""
     with ctx.service.catalog() as catalog:
-        rows = [asdict(c) for c in catalog.collections()]
+        rows = [asdict(c) for c in catalog.collections() if c.source != IDC_SOURCE]
     for row in rows:
-        row.update(ctx.policy.protect_totals(row))
+        row.update(ctx.policy.protect_collection(row))
     return {"collections": rows}

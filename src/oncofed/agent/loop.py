@@ -3,7 +3,7 @@
 The node only dials out (a hospital opens no port). A poll waits at the hub until work arrives or
 ``wait_s`` passes; tasks run in a thread pool so a slow one does not stop the polling; each answer
 is a signed message, and the hub's replies are verified against its pinned key. Network trouble
-backs off (1 s doubling to 30 s) and never ends the loop.
+backs off (1 s doubling to 10 s) and never ends the loop.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from oncofed.errors import OncofedError
 from oncofed.server.service import NodeService
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF_S = 30.0
+MAX_BACKOFF_S = 10.0
+ANSWER_TRIES = 10  # about a minute of backoff
 # Modules whose import registers more handlers, loaded when they are installed.
 OPTIONAL_HANDLER_MODULES = ("oncofed.agent.grants", "oncofed.tef.evaluate")
 
@@ -105,10 +106,24 @@ class Agent:
         except Exception as exc:  # a handler bug must not end the agent: report it
             log.exception("task %s (%s) failed", task_id, kind)
             answer["error"] = f"internal error: {type(exc).__name__}"
-        try:
-            self.channel.call("answer", "answer", answer, "answered")
-        except (httpx.HTTPError, OncofedError) as exc:
-            log.warning("answer to task %s not delivered: %s", task_id, exc)
+        self._deliver(answer)
+
+    def _deliver(self, answer: dict[str, Any]) -> None:
+        """Send an answer, retrying while the hub is unreachable (it may be restarting); the
+        hub keeps the first answer, so a retry never counts twice."""
+        backoff = 1.0
+        for _ in range(ANSWER_TRIES):
+            try:
+                self.channel.call("answer", "answer", answer, "answered")
+                return
+            except OncofedError as exc:  # refused: sending it again would not help
+                log.error("answer to task %s refused: %s", answer["task_id"], exc)
+                return
+            except httpx.HTTPError as exc:
+                log.warning("answer to task %s not delivered: %s", answer["task_id"], exc)
+            if self.stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
 def run_agent(home: Path, *, wait_s: float = 25.0, handlers: list[str] | None = None) -> None:

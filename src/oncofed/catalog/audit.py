@@ -3,12 +3,19 @@
 Each entry's hash covers its content and the previous entry's hash, so editing, removing or
 reordering any entry breaks the chain from there on. The newest (seq, hash) is also written to
 a head file outside the database, which catches removal of the newest entries.
+
+Entries are written at once (:meth:`AuditLog.append`) or deferred (:meth:`AuditLog.defer`) and
+written later by :meth:`AuditLog.flush` in one transaction with one head-file write (group
+commit). Deferred entries keep the order they were made in, and are always written before any
+later entry, so the chain reads the same either way; a crash loses the deferred entries not yet
+flushed, nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,36 +64,101 @@ def entry_hash(prev_hash: str, seq: int, time: str, actor: str, action: str, tar
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Unwritten:
+    """An entry made but not yet given its place in the chain."""
+
+    time: str
+    actor: str
+    action: str
+    target: str
+    details: str
+
+
+def _unwritten(actor: str, action: str, target: str, details: dict[str, Any] | None) -> _Unwritten:
+    text = json.dumps(details or {}, sort_keys=True, ensure_ascii=False, default=str)
+    return _Unwritten(datetime.now(UTC).isoformat(), actor, action, target, text)
+
+
 class AuditLog:
-    """The audit table of a catalog connection, with its head file."""
+    """The audit table of a catalog connection, with its head file.
+
+    :meth:`append` and :meth:`flush` use the connection: callers serialise them as they
+    serialise other writes on it. :meth:`defer` touches only memory and may be called from any
+    thread at any time.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, head_file: Path) -> None:
         self.con = con
         self.head_file = head_file
+        self._deferred: list[_Unwritten] = []
+        self._deferred_lock = threading.Lock()
 
     def append(
         self, actor: str, action: str, target: str, details: dict[str, Any] | None = None
     ) -> AuditEntry:
-        """Record an action; returns the entry written."""
-        text = json.dumps(details or {}, sort_keys=True, ensure_ascii=False, default=str)
-        time = datetime.now(UTC).isoformat()
+        """Record an action now (after any deferred entries); returns the entry written."""
+        return self._write([_unwritten(actor, action, target, details)])[-1]
+
+    def defer(
+        self, actor: str, action: str, target: str, details: dict[str, Any] | None = None
+    ) -> None:
+        """Record an action at the next :meth:`flush` or :meth:`append` (timed now)."""
+        entry = _unwritten(actor, action, target, details)
+        with self._deferred_lock:
+            self._deferred.append(entry)
+
+    @property
+    def deferred(self) -> int:
+        """How many entries wait for the next flush."""
+        return len(self._deferred)
+
+    def flush(self) -> int:
+        """Write the deferred entries in one transaction; returns how many were written."""
+        return len(self._write([]))
+
+    def _write(self, new: list[_Unwritten]) -> list[AuditEntry]:
+        with self._deferred_lock:
+            batch, self._deferred = self._deferred + new, []
+        if not batch:
+            return []
+        try:
+            written = self._insert(batch)
+        except AuditError:
+            with self._deferred_lock:  # keep the deferred ones for the next try
+                self._deferred[:0] = batch[: len(batch) - len(new)]
+            raise
+        self._write_head(written[-1].seq, written[-1].hash)
+        return written
+
+    def _insert(self, batch: list[_Unwritten]) -> list[AuditEntry]:
         self.con.execute("BEGIN TRANSACTION")
         try:
             last = self.con.execute(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
             ).fetchone()
-            seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
-            digest = entry_hash(prev, seq, time, actor, action, target, text)
-            self.con.execute(
+            seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+            written: list[AuditEntry] = []
+            for item in batch:
+                seq += 1
+                digest = entry_hash(
+                    prev, seq, item.time, item.actor, item.action, item.target, item.details
+                )
+                written.append(
+                    AuditEntry(seq, item.time, item.actor, item.action, item.target,
+                               item.details, prev, digest)
+                )  # fmt: skip
+                prev = digest
+            self.con.executemany(
                 "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [seq, time, actor, action, target, text, prev, digest],
-            )
+                [[e.seq, e.time, e.actor, e.action, e.target, e.details, e.prev_hash, e.hash]
+                 for e in written],
+            )  # fmt: skip
             self.con.execute("COMMIT")
         except duckdb.Error as exc:
             self.con.execute("ROLLBACK")
             raise AuditError(f"cannot append to the audit log: {exc}") from exc
-        self._write_head(seq, digest)
-        return AuditEntry(seq, time, actor, action, target, text, prev, digest)
+        return written
 
     def entries(self, *, since: int = 0, limit: int | None = None) -> list[AuditEntry]:
         """Entries in sequence order."""

@@ -8,7 +8,19 @@ import sys
 import typer
 
 from oncofed import __version__
-from oncofed.cli import access, audit, data, demo, node, slides
+from oncofed.cli import (
+    access,
+    audit,
+    data,
+    demo,
+    hub,
+    hub_access,
+    labels,
+    models,
+    node,
+    slides,
+    tef,
+)
 from oncofed.deid import cli as deid_cli
 from oncofed.errors import OncofedError
 from oncofed.wsi import cli as wsi_cli
@@ -22,6 +34,14 @@ app = typer.Typer(
 app.add_typer(node.app, name="node")
 app.add_typer(data.catalog_app, name="catalog")
 app.add_typer(audit.app, name="audit")
+app.add_typer(hub.app, name="hub")
+hub.app.add_typer(hub_access.users_app, name="users")
+hub.app.add_typer(hub_access.requests_app, name="requests")
+hub.app.add_typer(hub_access.audit_app, name="audit")
+node.app.add_typer(hub_access.node_requests_app, name="requests")
+app.add_typer(labels.app, name="labels")
+app.add_typer(tef.app, name="tef")
+app.add_typer(models.app, name="models")
 app.add_typer(access.users, name="users")
 app.add_typer(access.tokens, name="tokens")
 app.add_typer(access.grants, name="grants")

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from oncofed.catalog.filters import parse_cli_terms
 from oncofed.errors import AuthError, ConfigError
 
 app = typer.Typer(help="Run a federation hub and work with it.", no_args_is_help=True)
@@ -67,11 +68,16 @@ def _call(method: str, url: str, token: str, **kwargs: Any) -> Any:
         )
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {url}: {exc}") from exc
+    if response.status_code < 400:
+        return response
+    try:  # a problem details document (RFC 9457)
+        problem = response.json()
+        reason = str(problem.get("detail") or problem.get("title"))
+    except (ValueError, AttributeError):
+        reason = response.text[:500]
     if response.status_code in (401, 403):
-        raise AuthError(response.json().get("detail", response.text))
-    if response.status_code >= 400:
-        raise ConfigError(f"{url}: HTTP {response.status_code}: {response.text[:500]}")
-    return response
+        raise AuthError(f"{url}: {reason}")
+    raise ConfigError(f"{url}: HTTP {response.status_code}: {reason}")
 
 
 @nodes_app.command("list")
@@ -79,8 +85,9 @@ def nodes_list(hub: HubUrl, token: Token) -> None:
     """Registered nodes, their key fingerprints and status."""
     rows = _call("GET", f"{hub}/hub/v1/nodes", token).json()
     table = Table(title=f"nodes of {hub}")
-    for column in ("node", "name", "status", "online", "key fingerprint"):
+    for column in ("node", "name", "status", "online"):
         table.add_column(column)
+    table.add_column("key fingerprint", overflow="fold")  # checked in full with the node
     for row in rows:
         table.add_row(
             row["node_id"], row["name"], row["status"], str(row["online"]), row["fingerprint"]
@@ -102,17 +109,32 @@ def reject(node: Annotated[str, typer.Argument()], hub: HubUrl, token: Token) ->
     console.print(f"node {answer['node_id']}: {answer['status']}")
 
 
+@nodes_app.command("remove")
+def remove(node: Annotated[str, typer.Argument()], hub: HubUrl, token: Token) -> None:
+    """Take an approved node out: its messages are refused, its catalogue entry hidden."""
+    answer = _call("POST", f"{hub}/hub/v1/nodes/{node}/remove", token).json()
+    console.print(f"node {answer['node_id']}: {answer['status']}")
+
+
 @app.command("search")
 def search(
     hub: HubUrl,
     token: Token,
-    where: Annotated[str, typer.Option("--where", "-w", help="Filter as JSON.")] = "{}",
-    facets: Annotated[list[str] | None, typer.Option("--facet", help="Facet (repeatable).")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", "-w", help="FIELD=V1,V2 or FIELD=LOW..HIGH; repeat to AND."),
+    ] = None,
+    facets: Annotated[str, typer.Option(help="Comma-separated facet names.")] = "",
     deadline: Annotated[float | None, typer.Option(help="Seconds to wait for nodes.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the NDJSON lines.")] = False,
 ) -> None:
-    """Federated cohort search: protected counts from every node, and the totals."""
-    body = {"where": json.loads(where), "facets": facets or [], "deadline_s": deadline}
+    """Federated cohort search (same filter terms as `oncofed query`): protected counts from
+    every node, and the totals."""
+    body = {
+        "where": parse_cli_terms(where or []),
+        "facets": [f.strip() for f in facets.split(",") if f.strip()],
+        "deadline_s": deadline,
+    }
     lines = _call("POST", f"{hub}/hub/v1/search", token, json=body).text.splitlines()
     parsed = [json.loads(line) for line in lines if line]
     if as_json:
@@ -131,6 +153,7 @@ def print_search(out: Console, lines: list[dict[str, Any]]) -> None:
     for line in lines:
         if "summary" in line:
             summary = line["summary"]
+        if "node" not in line:  # the job line and the summary
             continue
         counts = (line.get("result") or {}).get("counts", {})
         names = ("patients", "studies", "series", "instances")
@@ -146,3 +169,12 @@ def print_search(out: Console, lines: list[dict[str, Any]]) -> None:
         ]  # fmt: skip
         table.add_row("[bold]total[/]", f"{summary['answered']} answered", *cells)
     out.print(table)
+    for name, buckets in summary.get("facets", {}).items():
+        facet = Table(
+            title=f"{name} (patients, at least: values suppressed at a node are left out)"
+        )
+        facet.add_column(name)
+        facet.add_column("patients", justify="right")
+        for bucket in buckets:
+            facet.add_row(str(bucket["value"]), str(bucket["patients_at_least"]))
+        out.print(facet)

@@ -107,7 +107,10 @@ def join(
         str | None, typer.Option(help="This node's id at the hub (default: its name).")
     ] = None,
     hub_fingerprint: Annotated[
-        str | None, typer.Option(help="Refuse a hub whose key has another fingerprint.")
+        str | None,
+        typer.Option(
+            "--hub-key-fingerprint", help="Refuse a hub whose key has another fingerprint."
+        ),
     ] = None,
 ) -> None:
     """Ask a hub to let this node join (an admin there approves it); pins the hub's key."""

@@ -3,7 +3,8 @@
 Node endpoints (``join``, ``poll``, ``answer``) take and return Ed25519-signed envelopes: every
 request is verified (sender approved, signature, time window, fresh nonce) and every reply is
 signed by the hub, so a node trusts only its pinned hub. People use bearer tokens: the admin
-approves nodes; researchers search. Errors are RFC 9457 problem details.
+approves nodes; researchers search. Errors are RFC 9457 problem details. Routes that queue or
+cancel tasks are ``async``: the broker's wake-ups are asyncio events of the hub's event loop.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pydantic import BaseModel, Field
 
 from oncofed import __version__
 from oncofed.access.policy import Principal, Role
-from oncofed.errors import AuthError, ForbiddenError
-from oncofed.hub.registry import APPROVED, REJECTED
-from oncofed.hub.search import MAX_DEADLINE_S, federated_search
+from oncofed.errors import AuthError, ForbiddenError, NotFoundError
+from oncofed.hub.negotiation_api import governance_router
+from oncofed.hub.registry import APPROVED, REJECTED, REMOVED
+from oncofed.hub.search import MAX_DEADLINE_S, federated_search, search_outcome
 from oncofed.hub.service import Hub
 from oncofed.hub.signing import MAX_ENVELOPE_BYTES
 from oncofed.server import problems
@@ -58,6 +60,7 @@ def create_hub_app(hub: Hub) -> FastAPI:
     problems.install(app)
     app.include_router(_node_routes(hub), prefix="/hub/v1")
     app.include_router(_people_routes(hub), prefix="/hub/v1")
+    app.include_router(governance_router(hub), prefix="/hub/v1")
     return app
 
 
@@ -140,11 +143,19 @@ def _node_routes(hub: Hub) -> APIRouter:
     return router
 
 
-def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+def hub_dependency(request: Request) -> Hub:
+    """FastAPI dependency: the Hub the app serves (``hub: HubDep`` in a route)."""
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+HubDep = Annotated[Hub, Depends(hub_dependency)]
+
+
+def _caller(hub: HubDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
     """The hub user of the bearer token."""
     if not authorization or not authorization.startswith("Bearer "):
         raise AuthError("use 'Authorization: Bearer <token>'")
-    hub: Hub = request.app.state.hub
     return hub.authenticate(authorization.removeprefix("Bearer ").strip())
 
 
@@ -182,12 +193,13 @@ def _people_routes(hub: Hub) -> APIRouter:
         ]
 
     @router.post("/nodes/{node_id}/{decision}")
-    def decide(node_id: str, decision: str, who: Caller) -> dict[str, Any]:
-        """Approve or reject a node (admin); an approved node is asked for its catalogue."""
+    async def decide(node_id: str, decision: str, who: Caller) -> dict[str, Any]:
+        """Approve, reject or remove a node (admin); an approved node is asked for its
+        catalogue; a removed one leaves the catalogue and its messages are refused."""
         require_admin(who)
-        status = {"approve": APPROVED, "reject": REJECTED}.get(decision)
+        status = {"approve": APPROVED, "reject": REJECTED, "remove": REMOVED}.get(decision)
         if status is None:
-            raise ForbiddenError(f"unknown decision {decision!r}: approve or reject")
+            raise NotFoundError(f"unknown decision {decision!r}: approve, reject or remove")
         entry = hub.registry.decide(node_id, status, who.user_id)
         hub.audit(who.user_id, decision, f"node/{node_id}")
         if status == APPROVED:
@@ -200,6 +212,7 @@ def _people_routes(hub: Hub) -> APIRouter:
     @router.post("/search")
     async def search(body: SearchRequest, who: Caller) -> StreamingResponse:
         """Federated cohort search: NDJSON lines, one per node as it answers, then a summary."""
+        hub.search_budget.charge(who.user_id)
         lines = federated_search(
             hub, body.where, body.facets, user=who.user_id, deadline_s=body.deadline_s
         )
@@ -212,8 +225,14 @@ def _people_routes(hub: Hub) -> APIRouter:
 
         return StreamingResponse(stream(), media_type=NDJSON)
 
+    @router.get("/search/{job_id}")
+    def search_again(job_id: str, who: Caller) -> list[dict[str, Any]]:
+        """The outcome of one of your searches as recorded (after a dropped stream or a hub
+        restart): per-node lines and the summary, ``complete`` once every node is final."""
+        return search_outcome(hub, job_id, who.user_id)
+
     @router.post("/jobs")
-    def submit_job(body: JobRequest, who: Caller) -> dict[str, str]:
+    async def submit_job(body: JobRequest, who: Caller) -> dict[str, str]:
         """Dispatch a task to chosen approved nodes (admin)."""
         require_admin(who)
         unknown = set(body.nodes) - set(hub.registry.approved())
@@ -233,7 +252,7 @@ def _people_routes(hub: Hub) -> APIRouter:
         return [t.__dict__ for t in hub.broker.tasks(job_id)]
 
     @router.delete("/jobs/{job_id}")
-    def cancel(job_id: str, who: Caller) -> dict[str, str]:
+    async def cancel(job_id: str, who: Caller) -> dict[str, str]:
         """Cancel a job: tasks not answered yet are no longer delivered (admin)."""
         require_admin(who)
         hub.broker.cancel(job_id)

@@ -7,24 +7,28 @@ up to ``max_attempts``; past the job's deadline an unanswered task is ``expired`
 ``cancelled``. The first answer to a task wins; a second one is counted and ignored. In memory,
 each node has a wake-up event (a waiting long poll returns at once when work arrives) and each job
 one (its caller sees answers as they come).
+
+Jobs and tasks live in SQLite (WAL, synchronous=NORMAL), not in the hub's DuckDB file: every
+state change is a commit, and a DuckDB commit costs an fsync (~14 ms on the test VM) where a
+SQLite WAL commit costs ~0.02 ms. Both survive a hub process crash or restart; a power loss may
+lose the last moments of task states (the nodes' answers are then asked for again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from oncofed.errors import ConfigError, NodeNotFoundError
-from oncofed.hub.db import from_db, to_db
 from oncofed.hub.signing import Clock, utc_now
 
 QUEUED, DELIVERED, DONE, FAILED, EXPIRED, CANCELLED = (
@@ -39,27 +43,29 @@ FINAL = frozenset({DONE, FAILED, EXPIRED, CANCELLED})
 DEFAULT_LEASE = timedelta(seconds=30)
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS job (
-        job_id VARCHAR PRIMARY KEY,
-        kind VARCHAR NOT NULL,
-        body VARCHAR NOT NULL,
-        created_by VARCHAR NOT NULL,
-        created_at TIMESTAMP NOT NULL,
-        deadline TIMESTAMP NOT NULL,
-        cancelled BOOLEAN NOT NULL DEFAULT FALSE
+        job_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        deadline REAL NOT NULL,
+        cancelled INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS task (
-        task_id VARCHAR PRIMARY KEY,
-        job_id VARCHAR NOT NULL,
-        node_id VARCHAR NOT NULL,
-        state VARCHAR NOT NULL,
+        task_id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES job (job_id),
+        node_id TEXT NOT NULL,
+        state TEXT NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         max_attempts INTEGER NOT NULL,
-        lease_until TIMESTAMP,
-        answered_at TIMESTAMP,
-        result VARCHAR,
-        error VARCHAR,
+        lease_until REAL,
+        answered_at REAL,
+        result TEXT,
+        error TEXT,
         duplicates INTEGER NOT NULL DEFAULT 0
     )""",
+    "CREATE INDEX IF NOT EXISTS task_by_node ON task (node_id, state)",
+    "CREATE INDEX IF NOT EXISTS task_by_job ON task (job_id)",
 )
 
 
@@ -100,17 +106,15 @@ class Broker:
     """Jobs and tasks in the hub database (see the module docstring)."""
 
     def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        lock: threading.Lock,
-        *,
-        lease: timedelta = DEFAULT_LEASE,
-        clock: Clock = utc_now,
+        self, path: Path, *, lease: timedelta = DEFAULT_LEASE, clock: Clock = utc_now
     ) -> None:
-        self.con, self.lock, self.lease, self.clock = con, lock, lease, clock
-        with lock:
-            for statement in SCHEMA:
-                con.execute(statement)
+        self.lease, self.clock = lease, clock
+        self.lock = threading.Lock()
+        self.con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA synchronous=NORMAL")
+        for statement in SCHEMA:
+            self.con.execute(statement)
         self._nodes = _Wakeups()
         self._jobs = _Wakeups()
 
@@ -129,13 +133,20 @@ class Broker:
             raise ConfigError(f"a {kind} job needs at least one node")
         if max_attempts < 1 or deadline <= timedelta(0):
             raise ConfigError("a job needs a positive deadline and at least one attempt")
-        job_id, now = uuid.uuid4().hex, self.clock()
+        job_id, now = uuid.uuid4().hex, self._now()
         with self.lock:
-            self.con.execute("BEGIN TRANSACTION")
+            self.con.execute("BEGIN")
             try:
                 self.con.execute(
-                    "INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, FALSE)",
-                    [job_id, kind, json.dumps(body), created_by, to_db(now), to_db(now + deadline)],
+                    "INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    [
+                        job_id,
+                        kind,
+                        json.dumps(body),
+                        created_by,
+                        now,
+                        now + deadline.total_seconds(),
+                    ],
                 )
                 self.con.executemany(
                     "INSERT INTO task (task_id, job_id, node_id, state, max_attempts)"
@@ -153,7 +164,7 @@ class Broker:
     def lease_for(self, node_id: str) -> list[Task]:
         """Tasks to hand to ``node_id`` now (queued, or delivered whose lease ran out); they are
         marked delivered until ``now + lease``. Tasks past their job's deadline expire."""
-        now = to_db(self.clock())
+        now = self._now()
         with self.lock:
             self._expire(now)
             rows = self.con.execute(
@@ -162,9 +173,17 @@ class Broker:
                 " AND attempts < max_attempts))"
                 " AND job_id IN (SELECT job_id FROM job WHERE NOT cancelled)"
                 " RETURNING task_id",
-                [DELIVERED, to_db(self.clock() + self.lease), node_id, QUEUED, DELIVERED, now],
+                [DELIVERED, now + self.lease.total_seconds(), node_id, QUEUED, DELIVERED, now],
             ).fetchall()
-        return [self.task(r[0]) for r in rows]
+            ids = [r[0] for r in rows]
+            found = (
+                self.con.execute(
+                    _SELECT_TASKS + f" WHERE t.task_id IN ({', '.join('?' * len(ids))})", ids
+                ).fetchall()
+                if ids
+                else []
+            )
+        return [_task(row) for row in found]
 
     async def wait_for_work(self, node_id: str, timeout: float) -> None:
         """Return when work is queued for ``node_id`` or after ``timeout`` seconds."""
@@ -200,7 +219,7 @@ class Broker:
                 " WHERE task_id = ?",
                 [
                     state,
-                    to_db(self.clock()),
+                    self._now(),
                     None if result is None else json.dumps(result),
                     error,
                     task_id,
@@ -225,7 +244,7 @@ class Broker:
         """Cancel a job: its open tasks become cancelled and are no longer delivered."""
         with self.lock:
             found = self.con.execute(
-                "UPDATE job SET cancelled = TRUE WHERE job_id = ? RETURNING job_id", [job_id]
+                "UPDATE job SET cancelled = 1 WHERE job_id = ? RETURNING job_id", [job_id]
             ).fetchall()
             if not found:
                 raise NodeNotFoundError(f"no job {job_id!r}")
@@ -247,37 +266,21 @@ class Broker:
     def tasks(self, job_id: str) -> list[Task]:
         """Every task of a job, by node."""
         with self.lock:
-            self._expire(to_db(self.clock()))
+            self._expire(self._now())
             rows = self.con.execute(
-                "SELECT task_id FROM task WHERE job_id = ? ORDER BY node_id", [job_id]
+                _SELECT_TASKS + " WHERE t.job_id = ? ORDER BY t.node_id", [job_id]
             ).fetchall()
         if not rows and not self._job_exists(job_id):
             raise NodeNotFoundError(f"no job {job_id!r}")
-        return [self.task(r[0]) for r in rows]
+        return [_task(row) for row in rows]
 
     def task(self, task_id: str) -> Task:
         """One task with its job's kind and body."""
         with self.lock:
-            row = self.con.execute(
-                "SELECT t.task_id, t.job_id, t.node_id, j.kind, j.body, t.state, t.attempts,"
-                " t.result, t.error, t.duplicates FROM task t JOIN job j USING (job_id)"
-                " WHERE t.task_id = ?",
-                [task_id],
-            ).fetchone()
+            row = self.con.execute(_SELECT_TASKS + " WHERE t.task_id = ?", [task_id]).fetchone()
         if row is None:
             raise NodeNotFoundError(f"no task {task_id!r}")
-        return Task(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            json.loads(row[4]),
-            row[5],
-            int(row[6]),
-            None if row[7] is None else json.loads(row[7]),
-            row[8],
-            int(row[9]),
-        )
+        return _task(row)
 
     def deadline(self, job_id: str) -> datetime:
         """When a job's unanswered tasks expire."""
@@ -285,7 +288,17 @@ class Broker:
             row = self.con.execute("SELECT deadline FROM job WHERE job_id = ?", [job_id]).fetchone()
         if row is None:
             raise NodeNotFoundError(f"no job {job_id!r}")
-        return from_db(row[0]) or self.clock()
+        return datetime.fromtimestamp(float(row[0]), UTC)
+
+    def job_owner(self, job_id: str) -> str:
+        """Who submitted a job."""
+        with self.lock:
+            row = self.con.execute(
+                "SELECT created_by FROM job WHERE job_id = ?", [job_id]
+            ).fetchone()
+        if row is None:
+            raise NodeNotFoundError(f"no job {job_id!r}")
+        return str(row[0])
 
     def _has_work(self, node_id: str) -> bool:
         with self.lock:
@@ -299,7 +312,14 @@ class Broker:
             row = self.con.execute("SELECT 1 FROM job WHERE job_id = ?", [job_id]).fetchone()
         return row is not None
 
-    def _expire(self, now: datetime | None) -> None:
+    def close(self) -> None:
+        with self.lock:
+            self.con.close()
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
+
+    def _expire(self, now: float) -> None:
         """(Lock held.) Open tasks of jobs past their deadline, or out of attempts, expire."""
         self.con.execute(
             "UPDATE task SET state = ? WHERE state IN (?, ?) AND (job_id IN"
@@ -307,3 +327,24 @@ class Broker:
             " OR (state = ? AND lease_until < ? AND attempts >= max_attempts))",
             [EXPIRED, QUEUED, DELIVERED, now, DELIVERED, now],
         )
+
+
+_SELECT_TASKS = (
+    "SELECT t.task_id, t.job_id, t.node_id, j.kind, j.body, t.state, t.attempts, t.result,"
+    " t.error, t.duplicates FROM task t JOIN job j USING (job_id)"
+)
+
+
+def _task(row: tuple[Any, ...]) -> Task:
+    return Task(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        json.loads(row[4]),
+        row[5],
+        int(row[6]),
+        None if row[7] is None else json.loads(row[7]),
+        row[8],
+        int(row[9]),
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oncofed.errors import AuthError, ConfigError, OncofedError
+from oncofed.errors import AuthError, ConfigError, ConflictError, NotFoundError
 
 
 class KeyFileError(ConfigError):
@@ -53,13 +53,13 @@ class ReplayError(MessageError):
     code = "replayed_message"
 
 
-class RequestNotFoundError(OncofedError):
+class RequestNotFoundError(NotFoundError):
     """No access request has this id."""
 
     code = "request_not_found"
 
 
-class TransitionError(OncofedError):
+class TransitionError(ConflictError):
     """The access request is not in a state where this action is allowed."""
 
     code = "invalid_transition"

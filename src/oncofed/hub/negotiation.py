@@ -175,12 +175,25 @@ class Negotiations:
                  draft.tier, json.dumps(cohort, sort_keys=True), draft.duration_days,
                  State.DRAFT.value, to_db(now), to_db(now)],
             )  # fmt: skip
-            for node, names in collections.items():
-                con.execute(
-                    "INSERT INTO access_request_node VALUES (?, ?, ?, ?)",
-                    [request_id, node, list(names), Decision.PENDING.value],
-                )
+            _put_nodes(con, request_id, collections)
             return self._record(con, request_id, actor, Action.CREATE, None, State.DRAFT, now)
+
+    def edit(self, actor: HubActor, request_id: str, draft: RequestDraft) -> NegotiationEvent:
+        """Replace what a draft asks for (only its researcher, only while it is a draft)."""
+        cohort, collections = _validate(draft)
+        now = self._clock()
+        with self._transaction() as con:
+            request = self._get(con, request_id)
+            check(Action.EDIT, actor, request.state, request.requester)
+            con.execute(
+                "UPDATE access_request SET project = ?, purpose = ?, tier = ?, cohort = ?,"
+                " duration_days = ?, updated_at = ? WHERE request_id = ?",
+                [draft.project.strip(), draft.purpose.strip(), draft.tier,
+                 json.dumps(cohort, sort_keys=True), draft.duration_days, to_db(now), request_id],
+            )  # fmt: skip
+            con.execute("DELETE FROM access_request_node WHERE request_id = ?", [request_id])
+            _put_nodes(con, request_id, collections)
+            return self._record(con, request_id, actor, Action.EDIT, State.DRAFT, State.DRAFT, now)
 
     def act(
         self,
@@ -194,7 +207,7 @@ class Negotiations:
     ) -> NegotiationEvent:
         """Take ``action`` on a request: ``node`` for accept/decline, ``grant_days`` (at most
         the requested duration) optionally for approve."""
-        if action in (Action.CREATE, Action.EXPIRE):
+        if action in (Action.CREATE, Action.EDIT, Action.EXPIRE):
             raise TransitionError(f"{action.value!r} is not taken through act()")
         if grant_days is not None and action is not Action.APPROVE:
             raise TransitionError("grant_days is only given when approving")
@@ -368,6 +381,17 @@ class Negotiations:
              from_state.value if from_state else None, to_state.value, event.reason],
         )  # fmt: skip
         return event
+
+
+def _put_nodes(
+    con: duckdb.DuckDBPyConnection, request_id: str, collections: dict[str, tuple[str, ...]]
+) -> None:
+    """The nodes a request names, with their collections, all still to decide."""
+    for node, names in collections.items():
+        con.execute(
+            "INSERT INTO access_request_node VALUES (?, ?, ?, ?)",
+            [request_id, node, list(names), Decision.PENDING.value],
+        )
 
 
 def _event(row: tuple[Any, ...]) -> NegotiationEvent:

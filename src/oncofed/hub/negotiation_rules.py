@@ -1,10 +1,11 @@
 """The access-negotiation state machine: states, actions, who may act, and where each leads.
 
-A request goes draft → submitted → under_review → approved | rejected (access committee); once
-approved, every data holder named in it accepts or declines for their node; when the last one
-has decided it becomes granted (at least one node accepted, with an expiry) or declined (none
-did). Granted (or approved) access can be revoked by an admin or the committee; a grant past its
-expiry becomes expired. The requester may withdraw until the committee decides.
+A request goes draft (its researcher may edit it) → submitted → under_review → approved |
+rejected (access committee); once approved, every data holder named in it accepts or declines
+for their node; when the last one has decided it becomes granted (at least one node accepted,
+with an expiry) or declined (none did). Granted (or approved) access can be revoked by an admin
+or the committee; a grant past its expiry becomes expired. The requester may withdraw until the
+committee decides.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Action(StrEnum):
     """What an actor can do to a request."""
 
     CREATE = "create"
+    EDIT = "edit"
     SUBMIT = "submit"
     WITHDRAW = "withdraw"
     START_REVIEW = "start_review"
@@ -87,6 +89,7 @@ def _rule(sources: set[State], target: State | None, roles: set[Role], **flags: 
 _COMMITTEE = {Role.ACCESS_COMMITTEE}
 RULES: Mapping[Action, Rule] = {
     Action.CREATE: _rule(set(), State.DRAFT, {Role.RESEARCHER}),
+    Action.EDIT: _rule({State.DRAFT}, State.DRAFT, {Role.RESEARCHER}, requester_only=True),
     Action.SUBMIT: _rule({State.DRAFT}, State.SUBMITTED, {Role.RESEARCHER}, requester_only=True),
     Action.WITHDRAW: _rule(
         {State.DRAFT, State.SUBMITTED, State.UNDER_REVIEW},

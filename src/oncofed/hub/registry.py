@@ -18,7 +18,8 @@ from oncofed.hub.db import from_db, to_db
 from oncofed.hub.keys import fingerprint, parse_public_key
 from oncofed.hub.signing import utc_now
 
-PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+PENDING, APPROVED, REJECTED, REMOVED = "pending", "approved", "rejected", "removed"
+DECISIONS = (APPROVED, REJECTED, REMOVED)
 SCHEMA = """CREATE TABLE IF NOT EXISTS node (
     node_id VARCHAR PRIMARY KEY,
     name VARCHAR NOT NULL,
@@ -71,9 +72,9 @@ class Registry:
         return self.get(node_id)
 
     def decide(self, node_id: str, status: str, actor: str) -> NodeEntry:
-        """Approve or reject a node."""
-        if status not in (APPROVED, REJECTED):
-            raise ConfigError(f"a node is {APPROVED} or {REJECTED}, not {status!r}")
+        """Approve, reject or remove a node; only an approved node's messages are accepted."""
+        if status not in DECISIONS:
+            raise ConfigError(f"a node is decided {', '.join(DECISIONS)}, not {status!r}")
         with self.lock:
             found = self.con.execute(
                 "UPDATE node SET status = ?, decided_at = ?, decided_by = ? WHERE node_id = ?"

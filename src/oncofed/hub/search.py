@@ -8,12 +8,14 @@ deadline), failing or answering garbage are reported as such; they never fail th
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
 
 from oncofed.catalog.filters import parse_filter
+from oncofed.errors import ForbiddenError, NodeNotFoundError
 from oncofed.hub.broker import DONE, EXPIRED, FAILED, FINAL, Task
 from oncofed.hub.service import Hub
 from oncofed.hub.signing import utc_now
@@ -91,32 +93,67 @@ async def federated_search(
     user: str,
     deadline_s: float | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Lines of a search: one per node as it answers (or is found offline or too slow), then a
-    summary with the totals. The filter is checked here first (an unknown field fails fast)."""
+    """Lines of a search: first its job id (``GET /hub/v1/search/{job}`` gives the outcome
+    again, e.g. after a dropped connection or a hub restart), then one line per node as it
+    answers (or is found offline or too slow), then a summary with the totals. The filter is
+    checked here first (an unknown field fails fast)."""
     parse_filter(where)
     deadline = min(deadline_s or hub.settings.search_deadline_s, MAX_DEADLINE_S)
     approved = hub.registry.approved()
     online = [n for n in approved if hub.online(n)]
-    statuses: dict[str, str] = {n: "offline" for n in approved if n not in online}
-    for node in statuses:
-        yield {"node": node, "status": "offline"}
-    answers: list[Mapping[str, Any]] = []
+    offline = [n for n in approved if n not in online]
+    job_id, audited = None, None
     if online:
         body = {"where": where, "facets": facets, "user": user}
         job_id = hub.broker.submit(
             "search", body, online, created_by=user, deadline=timedelta(seconds=deadline)
         )
-        hub.audit(user, "search", f"job/{job_id}", {"filter": where, "nodes": online})
+        # the audit commit (an fsync) overlaps the nodes' work instead of delaying it
+        details = {"filter": where, "nodes": online}
+        audited = asyncio.create_task(
+            asyncio.to_thread(hub.audit, user, "search", f"job/{job_id}", details)
+        )
+    yield {"job": job_id, "asked": online, "deadline_s": deadline}
+    for node in offline:
+        yield {"node": node, "status": "offline"}
+    tasks: list[Task] = []
+    if job_id is not None:
         async for task in _answers(hub, job_id, deadline):
-            status, line = _line(task)
-            statuses[task.node_id] = status
-            if status == "answered" and task.result is not None:
-                answers.append(task.result)
-            yield line
-    yield {
+            tasks.append(task)
+            yield node_line(task)
+    if audited is not None:
+        await audited
+    yield summary(tasks, offline)
+
+
+def search_outcome(hub: Hub, job_id: str, user: str) -> list[dict[str, Any]]:
+    """The lines of a past search as the hub database has them: final nodes, still-open ones
+    as ``pending``, and the summary of what is final (``complete`` once every node is)."""
+    tasks = hub.broker.tasks(job_id)
+    if not tasks or tasks[0].kind != "search":
+        raise NodeNotFoundError(f"no search {job_id!r}")
+    if hub.broker.job_owner(job_id) != user:
+        raise ForbiddenError(f"search {job_id!r} is not {user!r}'s")
+    final = [t for t in tasks if t.state in FINAL]
+    lines = [node_line(t) for t in final]
+    lines += [{"node": t.node_id, "status": "pending"} for t in tasks if t.state not in FINAL]
+    return [*lines, summary(final, [], complete=len(final) == len(tasks))]
+
+
+def summary(tasks: list[Task], offline: list[str], *, complete: bool = True) -> dict[str, Any]:
+    """The closing line: each node's status and the totals of the valid answers."""
+    statuses = {n: "offline" for n in offline}
+    answers: list[Mapping[str, Any]] = []
+    for task in tasks:
+        line = node_line(task)
+        statuses[task.node_id] = line["status"]
+        if line["status"] == "answered":
+            answers.append(line["result"])
+    return {
         "summary": {
-            "nodes": statuses,
-            "answered": sum(s == "answered" for s in statuses.values()),
+            "complete": complete,
+            "nodes": dict(sorted(statuses.items())),
+            "answered": len(answers),
             **totals(answers),
         }
     }
@@ -127,26 +164,28 @@ async def _answers(hub: Hub, job_id: str, deadline_s: float) -> AsyncIterator[Ta
     end = utc_now() + timedelta(seconds=deadline_s)
     reported: set[str] = set()
     while True:
-        for task in hub.broker.tasks(job_id):
+        tasks = hub.broker.tasks(job_id)
+        for task in tasks:
             if task.state in FINAL and task.task_id not in reported:
                 reported.add(task.task_id)
                 yield task
-        remaining = (end - utc_now()).total_seconds()
-        if len(reported) == len(hub.broker.tasks(job_id)):
+        if len(reported) == len(tasks):
             return
+        remaining = (end - utc_now()).total_seconds()
         if remaining <= 0:
             hub.broker.expire(job_id)
             continue
         await hub.broker.wait_for_answers(job_id, remaining)
 
 
-def _line(task: Task) -> tuple[str, dict[str, Any]]:
+def node_line(task: Task) -> dict[str, Any]:
+    """One final task as a search line: answered (with the protected result), error (failed
+    or garbage), timeout (expired) or cancelled."""
     if task.state == DONE:
         problem = check_answer(task.result)
         if problem is None:
-            return "answered", {"node": task.node_id, "status": "answered", "result": task.result}
-        return "error", {"node": task.node_id, "status": "error", "error": f"garbage: {problem}"}
+            return {"node": task.node_id, "status": "answered", "result": task.result}
+        return {"node": task.node_id, "status": "error", "error": f"garbage: {problem}"}
     if task.state == FAILED:
-        return "error", {"node": task.node_id, "status": "error", "error": task.error}
-    status = "timeout" if task.state == EXPIRED else task.state
-    return status, {"node": task.node_id, "status": status}
+        return {"node": task.node_id, "status": "error", "error": task.error}
+    return {"node": task.node_id, "status": "timeout" if task.state == EXPIRED else task.state}

@@ -4,7 +4,8 @@ that work on it (registry, broker, identities, audit, public catalogue).
 Layout of a hub home::
 
     hub.toml        name, default search deadline, how long a silent node counts as online
-    hub.duckdb      nodes, jobs and tasks, users and tokens, audit log, public catalogue
+    hub.duckdb      nodes, users and tokens, audit log, public catalogue
+    broker.sqlite   jobs and tasks (see oncofed.hub.broker for why SQLite)
     nonces.sqlite   message nonces seen (replay protection)
     keys/           hub.key.pem (0600), hub.pub.pem
     audit.head      the newest audit entry (catches removal of the newest entries)
@@ -27,6 +28,7 @@ from oncofed.access.store import IdentityStore, IssuedToken
 from oncofed.catalog.audit import AuditLog
 from oncofed.catalog.schema import MIGRATIONS
 from oncofed.closing import Closing
+from oncofed.disclosure import QueryBudget
 from oncofed.errors import ConfigError, NodeNotFoundError
 from oncofed.hub import db
 from oncofed.hub.broker import Broker
@@ -60,6 +62,7 @@ class HubSettings:
     name: str
     search_deadline_s: float = 5.0
     online_window_s: float = 60.0
+    queries_per_day: int = 500  # federated searches per user per UTC day
 
     def write(self, home: Path) -> None:
         write_atomic(home / SETTINGS_FILE, tomli_w.dumps(self.__dict__))
@@ -87,10 +90,13 @@ class Hub(Closing):
         with self.lock:
             self._create_tables()
         self.registry = Registry(self.con, self.lock)
-        self.broker = Broker(self.con, self.lock)
+        self.broker = Broker(self.home / "broker.sqlite")
         self.identities = IdentityStore(self.con)
         self.audit_log = AuditLog(self.con, self.home / "audit.head")
         self.nonces = NonceCache(self.home / "nonces.sqlite")
+        self.search_budget = QueryBudget(
+            self.home / "query-budget.sqlite", self.settings.queries_per_day, place="this hub"
+        )
         self.signer = Signer(self.settings.name, self.key)
         self.verifier = Verifier(self.settings.name, self.registry, self.nonces)
         self._last_seen: dict[str, datetime] = {}
@@ -192,6 +198,8 @@ class Hub(Closing):
 
     def close(self) -> None:
         self.nonces.close()
+        self.search_budget.close()
+        self.broker.close()
         with self.lock:
             self.con.close()
 

@@ -1,8 +1,9 @@
 """The ingest pipeline: discover → read → de-identify → parse → store blob → write catalog.
 
-Reading, de-identification, parsing and blob writes run in worker processes; the catalog is
-written by the calling process in batches, each batch one transaction, after its blobs are
-durable. A file that fails any stage is listed in the report and the run goes on.
+Reading, de-identification, parsing and blob writes run in worker processes (in this process
+for small runs); the catalog is written by the calling process in batches, each batch one
+transaction, after its blobs are durable. A file that fails any stage is listed in the report
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 CHUNK_FILES = 64
 CHUNK_BYTES = 32 << 20
 BATCH_RECORDS = 2000
+IN_PROCESS_FILES = 200
+"""Runs with fewer files are ingested in this process: each worker process spends 1-3 s
+importing pydicom, DuckDB and pyarrow, longer than ~200 small files take here."""
+KERNEL_COPY_BYTES = 1 << 20
+"""Unchanged inputs at least this big are copied into the store in the kernel; smaller ones
+are written from memory (the copy's extra open, re-read and hash cost more than it saves)."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +56,6 @@ class StoreFailure(Failure):
 
 
 Outcome = InstanceRecord | Failure
-
-
-@dataclass(frozen=True)
-class PayloadResult:
-    """A network receive: the report, one outcome per processed payload (in order), and the
-    SOP Instance UIDs that conflicted with stored instances."""
-
-    report: IngestReport
-    outcomes: list[Outcome]
-    conflicts: set[str]
 
 
 def discover(paths: Iterable[Path]) -> Iterator[Path]:
@@ -94,7 +91,7 @@ def process_bytes(
 ) -> Outcome:
     """Run received bytes (named ``source`` in reports) through de-identify → parse → store.
 
-    When the stage stores the input unchanged and it came from the file ``copy_from``, the
+    When the stage stores the input unchanged and it came from the file ``copy_from``, a big
     blob is copied from that file instead of written from memory (much faster for big files).
     """
     if not raw:
@@ -106,7 +103,7 @@ def process_bytes(
     except IngestError as exc:
         return Failure(source, exc.message)
     try:
-        if copy_from is not None and clean is raw:
+        if copy_from is not None and clean is raw and len(raw) >= KERNEL_COPY_BYTES:
             store.put_copy(copy_from, digest)
         else:
             store.put(clean, digest)
@@ -173,27 +170,6 @@ class Ingestor:
         files = list(discover(paths))
         return self._consume(self._outcomes(files), len(files), collection_id)
 
-    def run_payloads(
-        self, payloads: Sequence[tuple[str, bytes]], collection_id: str
-    ) -> PayloadResult:
-        """Ingest received objects (name, bytes) in this process (network receivers use this).
-
-        Stops at the first store failure: later payloads are not processed (their outcome is
-        missing from the result) and that failure is reported instead of raised.
-        """
-        outcomes: list[Outcome] = []
-        for name, raw in payloads:
-            outcomes.append(process_bytes(raw, name, self.store, self.stage))
-            if isinstance(outcomes[-1], StoreFailure):
-                break
-        processed = [o for o in outcomes if not isinstance(o, StoreFailure)]
-        report = self._consume(iter([processed]), len(payloads), collection_id)
-        report.failed += [
-            Skipped(o.path, o.reason) for o in outcomes if isinstance(o, StoreFailure)
-        ]
-        conflicts = {c.path for c in report.conflicts}
-        return PayloadResult(report, outcomes, conflicts)
-
     def _consume(
         self, batches: Iterator[list[Outcome]], total: int, collection_id: str
     ) -> IngestReport:
@@ -221,7 +197,7 @@ class Ingestor:
 
     def _outcomes(self, files: Sequence[Path]) -> Iterator[list[Outcome]]:
         chunks = list(_chunks(files))
-        if self.workers == 1 or len(chunks) == 1:
+        if self.workers == 1 or len(chunks) == 1 or len(files) < IN_PROCESS_FILES:
             for chunk in chunks:
                 yield process_chunk(chunk, str(self.store.root), self.stage)
             return

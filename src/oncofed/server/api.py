@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from oncofed import __version__
 from oncofed.access.policy import Principal, Scope
 from oncofed.catalog.catalog import DEFAULT_FACET_LIMIT, FACETS
-from oncofed.disclosure import DisclosurePolicy
+from oncofed.deid.keys import node_key
+from oncofed.disclosure import DisclosurePolicy, node_policy
 from oncofed.errors import ForbiddenError, NodeNotFoundError, QueryError
 from oncofed.server.auth import Caller, Service, require_scope, require_steward
 from oncofed.server.service import NodeService
@@ -60,7 +61,7 @@ def make_router() -> APIRouter:
             return rows
         policy = _policy(node)
         for row in rows:
-            row.update(policy.protect_totals(row))
+            row.update(policy.protect_collection(row))
         return rows
 
     @router.get("/facets")
@@ -127,8 +128,7 @@ def make_router() -> APIRouter:
 
 
 def _policy(node: NodeService) -> DisclosurePolicy:
-    settings = node.node.settings
-    return DisclosurePolicy(min_count=settings.min_count, rounding=settings.count_rounding)
+    return node_policy(node.node.settings, node_key(node.node.home))
 
 
 def _within_grants(caller: Principal, where: dict[str, Any]) -> dict[str, Any]:

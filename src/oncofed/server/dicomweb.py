@@ -41,7 +41,7 @@ from oncofed.server.dicomweb_frames import (
     part_type,
 )
 from oncofed.server.dicomweb_json import bulk_element, dataset_json, read_header
-from oncofed.server.dicomweb_multipart import boundary_of, max_upload, spool
+from oncofed.server.dicomweb_multipart import boundary_of, coalesce, max_upload, spool
 from oncofed.server.dicomweb_openapi import qido_openapi
 from oncofed.server.dicomweb_qido import Search, parse_search, run, to_json
 from oncofed.server.dicomweb_render import choose_type, parse_options, render
@@ -136,7 +136,7 @@ def _search(
     search.collections = _visible(caller)
     with node.connection() as con:
         matches, more = run(con, search)
-    node.audit(
+    node.audit_read(
         caller.user_id,
         "read",
         f"dicomweb/search/{level.name.lower()}",
@@ -310,7 +310,7 @@ def _locate(
     with node.connection() as con:
         found = locate(con, study, series, sop, _visible(caller))
     target = "/".join(uid for uid in (study, series, sop) if uid)
-    node.audit(caller.user_id, "read", f"dicomweb/{target}", {"instances": len(found)})
+    node.audit_read(caller.user_id, "read", f"dicomweb/{target}", {"instances": len(found)})
     return found
 
 
@@ -319,7 +319,7 @@ def _instances(request: Request, node: NodeService, items: list[Located]) -> Res
     parts = [instance_part(node.blob_path(item.sha256), ranges) for item in items]
     marker = boundary()
     return StreamingResponse(
-        multipart_stream(parts, marker),
+        coalesce(multipart_stream(parts, marker)),
         media_type=f'{MULTIPART}; type="{DICOM}"; boundary={marker}',
     )
 

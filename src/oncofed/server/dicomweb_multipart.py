@@ -1,10 +1,12 @@
-"""Reading a ``multipart/related`` request body (RFC 2387) spooled to a file."""
+"""Reading a ``multipart/related`` request body (RFC 2387) spooled to a file; sending one in
+few, large chunks."""
 
 from __future__ import annotations
 
 import mmap
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -15,6 +17,8 @@ from starlette.requests import ClientDisconnect
 from oncofed.server.dicomweb_common import DICOM, MULTIPART, DicomwebProblem, parse_media_type
 
 DEFAULT_MAX_UPLOAD = 2 << 30
+SEND_CHUNK = 1 << 20
+"""Bytes per chunk a streamed body is sent in (at least, but for the last)."""
 MAX_UPLOAD_ENV = "ONCOFED_DICOMWEB_MAX_UPLOAD_BYTES"
 
 
@@ -126,3 +130,21 @@ def _part(body: mmap.mmap, index: int, start: int, end: int) -> Part:
 
 def _malformed(detail: str) -> DicomwebProblem:
     return DicomwebProblem(400, "malformed_multipart", f"malformed multipart body: {detail}")
+
+
+def coalesce(pieces: Iterable[bytes], size: int = SEND_CHUNK) -> Iterator[bytes]:
+    """``pieces`` joined into chunks of at least ``size`` bytes (the last may be shorter).
+
+    A streamed response pulls each chunk through a worker thread; part headers, small
+    instances and CRLFs sent one by one cost a thread hop each.
+    """
+    held: list[bytes] = []
+    count = 0
+    for piece in pieces:
+        held.append(piece)
+        count += len(piece)
+        if count >= size:
+            yield b"".join(held)
+            held, count = [], 0
+    if held:
+        yield b"".join(held)

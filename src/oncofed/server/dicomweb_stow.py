@@ -17,6 +17,7 @@ import pydicom
 
 from oncofed.ingest.pipeline import Failure, StoreFailure
 from oncofed.ingest.pipeline import Outcome as IngestOutcome
+from oncofed.ingest.receive import Conflict
 from oncofed.server.dicomweb_common import DICOM, DicomwebProblem, parse_media_type
 from oncofed.server.dicomweb_multipart import Part, split
 from oncofed.server.service import NodeService
@@ -107,21 +108,21 @@ def _store_batch(
     if payloads:
         received = service.receive([(name, raw) for _, name, raw in payloads], actor=actor)
         for (index, _, _), result in zip_longest(payloads, received.outcomes):
-            _account(outcomes[index], result, received.conflicts)
+            _account(outcomes[index], result)
     return [outcomes[i] for i in sorted(outcomes)]
 
 
-def _account(outcome: Outcome, result: IngestOutcome | None, conflicts: set[str]) -> None:
+def _account(outcome: Outcome, result: IngestOutcome | None) -> None:
     """Fill a part's outcome from what the ingest did with it."""
     if result is None or isinstance(result, StoreFailure):
         outcome.failure = OUT_OF_RESOURCES
         outcome.reason = "the node's store could not take the instance"
+    elif isinstance(result, Conflict):
+        outcome.failure = DUPLICATE_SOP_INSTANCE
+        outcome.reason = result.reason
     elif isinstance(result, Failure):
         outcome.failure = PROCESSING_FAILURE if outcome.sent_uid else CANNOT_UNDERSTAND
         outcome.reason = result.reason
-    elif result.sop_uid in conflicts:
-        outcome.failure = DUPLICATE_SOP_INSTANCE
-        outcome.reason = "SOP Instance UID already stored with different content"
     else:
         outcome.stored_uid, outcome.sop_class = result.sop_uid, result.sop_class
         outcome.study_uid, outcome.series_uid = result.study_uid, result.series_uid

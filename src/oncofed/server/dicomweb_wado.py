@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ NATIVE = (EXPLICIT_LE, IMPLICIT_LE)
 Producer = Callable[[], Iterator[bytes]]
 
 
+@lru_cache(maxsize=1 << 16)
 def stored_syntax(path: Path) -> str:
-    """The transfer syntax a blob is stored in."""
+    """The transfer syntax a blob is stored in (remembered: blobs never change)."""
     return str(read_file_meta_info(path).TransferSyntaxUID)
 
 

@@ -1,9 +1,11 @@
 """The node's DICOM network service (DIMSE SCP), built on pynetdicom.
 
-C-ECHO; C-STORE, where every received object goes through the node's de-identification;
-C-FIND at patient, study, series and image level (Patient Root and Study Root); C-GET and
-C-MOVE of stored, de-identified instances. Only configured peers may associate, each from its
-configured host, and only they are C-MOVE destinations.
+C-ECHO; C-STORE, where every received object goes through the node's de-identification and
+is acknowledged once its blob is durable (the catalog rows follow in batches; each association
+gets one ingest report and audit entry, written before its release is answered); C-FIND at
+patient, study, series and image level (Patient Root and Study Root); C-GET and C-MOVE of
+stored, de-identified instances. Only configured peers may associate, each from its configured
+host, and only they are C-MOVE destinations.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,13 +27,16 @@ from pynetdicom import (
     build_context,
     evt,
 )
+from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from oncofed.closing import Closing
 from oncofed.errors import ConfigError, OncofedError
-from oncofed.ingest.pipeline import StoreFailure
+from oncofed.ingest.pipeline import Failure, StoreFailure
+from oncofed.ingest.receive import Conflict, ReceiveSession
 from oncofed.server.dimse_keys import DimseFailure, Level
 from oncofed.server.dimse_query import (
     PATIENT_ROOT,
@@ -62,6 +68,8 @@ MOVE_MODELS = {UID(f"{_PATIENT_ROOT}.2"): PATIENT_ROOT, UID(f"{_STUDY_ROOT}.2"):
 GET_MODELS = {UID(f"{_PATIENT_ROOT}.3"): PATIENT_ROOT, UID(f"{_STUDY_ROOT}.3"): STUDY_ROOT}
 """Query/Retrieve information models (Patient Root, Study Root) and the levels each allows."""
 MAX_CONTEXTS = 128
+MAX_PDU = 4 << 20
+"""Largest PDU the SCP takes (pynetdicom's default, 16 kB, costs a Python loop per 16 kB)."""
 CONNECT_TIMEOUT_S = 10
 """How long a C-MOVE waits to connect to its destination."""
 
@@ -122,6 +130,8 @@ class DimseServer(Closing):
         self._allowed = {aet: _addresses(host) for aet, (host, _) in self.peers.items()}
         self._ae: AE | None = None
         self._received = itertools.count(1)
+        self._sessions: dict[Association, ReceiveSession] = {}
+        self._sessions_lock = threading.Lock()
 
     def start(self) -> None:
         """Listen on ``host:port`` (port 0: any free port, then stored in ``port``)."""
@@ -134,6 +144,8 @@ class DimseServer(Closing):
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_ACSE_RECV, self._on_acse),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         assert isinstance(server, ThreadedAssociationServer)
@@ -153,6 +165,7 @@ class DimseServer(Closing):
 
     def _application_entity(self) -> AE:
         ae = AE(self.ae_title)
+        ae.maximum_pdu_size = MAX_PDU
         ae.require_calling_aet = list(self.peers)
         ae.connection_timeout = CONNECT_TIMEOUT_S
         ae.add_supported_context(VERIFICATION)
@@ -181,20 +194,48 @@ class DimseServer(Closing):
     def _on_store(self, event: Event) -> int | Dataset:
         name = f"C-STORE #{next(self._received)} from {_caller(event)}"
         try:
-            received = self.service.receive(
-                [(name, event.encoded_dataset())], self.collection, actor=_caller(event)
-            )
+            outcome = self._session(event).accept(name, event.encoded_dataset())
         except OncofedError as exc:
             log.error("%s: %s", name, exc.message)
             return _status(OUT_OF_RESOURCES, f"not stored ({exc.code})")
-        report = received.report
-        if any(isinstance(o, StoreFailure) for o in received.outcomes):
+        if isinstance(outcome, StoreFailure):
             return _status(OUT_OF_RESOURCES, "the node's store could not take the instance")
-        if report.failed:
-            return _status(CANNOT_UNDERSTAND, report.failed[0].reason.removeprefix(f"{name}: "))
-        if report.conflicts:
+        if isinstance(outcome, Conflict):
             return _status(DUPLICATE_SOP_INSTANCE, "SOP Instance already stored, other content")
+        if isinstance(outcome, Failure):
+            return _status(CANNOT_UNDERSTAND, outcome.reason.removeprefix(f"{name}: "))
         return SUCCESS
+
+    def _session(self, event: Event) -> ReceiveSession:
+        """The association's receive session (made on its first C-STORE)."""
+        with self._sessions_lock:
+            session = self._sessions.get(event.assoc)
+        if session is None:
+            session = self.service.receiving(self.collection, actor=_caller(event))
+            with self._sessions_lock:
+                self._sessions[event.assoc] = session
+        return session
+
+    def _on_acse(self, event: Event) -> None:
+        """On a release request, catalogue the association's instances before answering it
+        (pynetdicom calls this in the association's thread, before it sends the response)."""
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_RELEASE) and primitive.result is None:
+            self._finish(event.assoc)
+
+    def _on_closed(self, event: Event) -> None:
+        """Aborted or dropped associations: catalogue what they sent all the same."""
+        self._finish(event.assoc)
+
+    def _finish(self, assoc: Association) -> None:
+        with self._sessions_lock:
+            session = self._sessions.pop(assoc, None)
+        if session is None:
+            return
+        try:
+            self.service.finish(session)
+        except OncofedError as exc:
+            log.error("DIMSE association from %s: %s", session.actor, exc.message)
 
     def _on_find(self, event: Event) -> Responses:
         try:

@@ -1,15 +1,19 @@
 """One node shared by the server's request handlers and network receivers.
 
 DuckDB allows one writer process, so the server process owns the node: HTTP handlers, STOW-RS
-and the DICOM SCP reach the catalog only through this object, which serialises access with a
-lock (DuckDB connections are not safe to share between threads without one).
+and the DICOM SCP reach the catalog only through this object. Writes hold one lock (DuckDB
+connections are not safe to share between threads without one); reads run at the same time on
+cursors of their own. Read audit entries are group-committed: written at most
+``audit_delay_s`` after the read, and on close.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -17,19 +21,88 @@ import duckdb
 from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.writer import CollectionSpec
 from oncofed.closing import Closing
-from oncofed.ingest.pipeline import Ingestor, PayloadResult
+from oncofed.ingest.pipeline import Outcome, StoreFailure
+from oncofed.ingest.receive import Conflict, Receiver, ReceiveSession
+from oncofed.ingest.report import IngestReport
+from oncofed.ingest.stages import DeidentifyStage
 from oncofed.node import Node
 
+log = logging.getLogger(__name__)
+
 RECEIVED_COLLECTION = "received"
+AUDIT_DELAY_S = 0.2
+"""How long a read's audit entry may wait to be written (what a crash can lose)."""
+
+
+@dataclass(frozen=True)
+class PayloadResult:
+    """A network receive: the report, one outcome per processed payload (in order), and the
+    SOP Instance UIDs that conflicted with stored instances."""
+
+    report: IngestReport
+    outcomes: list[Outcome]
+    conflicts: set[str]
+
+
+class _Readers(Closing):
+    """DuckDB cursors for concurrent reads, each used by one thread at a time."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._free: list[duckdb.DuckDBPyConnection] = []
+        self._made: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            if self._free:
+                cursor = self._free.pop()
+            else:
+                cursor = self._con.cursor()
+                self._made.append(cursor)
+        try:
+            yield cursor
+        finally:
+            with self._lock:
+                self._free.append(cursor)
+
+    def close(self) -> None:
+        with self._lock:
+            for cursor in self._made:
+                cursor.close()
+            self._made.clear()
+            self._free.clear()
 
 
 class NodeService(Closing):
     """Thread-safe access to an open node."""
 
-    def __init__(self, node: Node, *, receive_collection: str = RECEIVED_COLLECTION) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        receive_collection: str = RECEIVED_COLLECTION,
+        audit_delay_s: float = AUDIT_DELAY_S,
+    ) -> None:
         self.node = node
         self.receive_collection = receive_collection
         self._lock = threading.RLock()
+        self._readers = _Readers(node.catalog.con)
+        self._stages: dict[str, DeidentifyStage] = {}
+        self._closed = threading.Event()
+        self._audit_delay_s = audit_delay_s
+        self._receiver = Receiver(node.store, self._writer, self._stored_digest)
+        try:
+            for report in self._receiver.recover():
+                self._record(report, "recovery")
+        except BaseException:
+            self._receiver.close()
+            raise
+        self._flusher = threading.Thread(
+            target=self._flush_audit_loop, name="audit-flush", daemon=True
+        )
+        self._flusher.start()
 
     @classmethod
     def open(cls, home: Path | str) -> NodeService:
@@ -37,8 +110,15 @@ class NodeService(Closing):
         return cls(Node(home))
 
     def close(self) -> None:
-        """Close the node."""
+        """Catalogue what was received, write pending audit entries, close the node."""
+        if self._closed.is_set():
+            return
+        self._receiver.close()
+        self._closed.set()
+        self._flusher.join()
         with self._lock:
+            self.flush_audit()
+            self._readers.close()
             self.node.close()
 
     @contextmanager
@@ -49,20 +129,45 @@ class NodeService(Closing):
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The catalog's DuckDB connection, held exclusively."""
-        with self._lock:
-            yield self.node.catalog.con
+        """A DuckDB cursor of the catalog for reading, not shared while the block runs; reads
+        on other cursors and the writer's transactions go on at the same time."""
+        with self._readers.cursor() as cursor:
+            yield cursor
 
     def audit(
         self, actor: str, action: str, target: str, details: dict[str, object] | None = None
     ) -> None:
-        """Append to the node's audit log."""
+        """Append to the node's audit log now (durable when this returns)."""
         with self._lock:
             self.node.audit.append(actor, action, target, details)
+
+    def audit_read(
+        self, actor: str, action: str, target: str, details: dict[str, object] | None = None
+    ) -> None:
+        """Record a read in the audit log within ``audit_delay_s`` (group commit)."""
+        self.node.audit.defer(actor, action, target, details)
+
+    def flush_audit(self) -> None:
+        """Write the deferred audit entries now."""
+        with self._lock:
+            self.node.audit.flush()
 
     def blob_path(self, sha256: str) -> Path:
         """Where a stored blob lives (blobs are immutable: no lock needed to read them)."""
         return self.node.store.path_for(sha256)
+
+    def receiving(self, collection: str | None = None, *, actor: str = "network") -> ReceiveSession:
+        """A session taking instances into ``collection`` (default: the receive collection)
+        through the node's de-identification; end it with :meth:`finish`."""
+        collection_id = collection or self.receive_collection
+        return self._receiver.session(collection_id, self._stage(collection_id), actor)
+
+    def finish(self, session: ReceiveSession) -> IngestReport:
+        """Wait until the session's instances are catalogued; save and audit its report."""
+        report = session.close()
+        if report.files_seen:
+            self._record(report, session.actor)
+        return report
 
     def receive(
         self,
@@ -72,13 +177,50 @@ class NodeService(Closing):
         actor: str = "network",
     ) -> PayloadResult:
         """Ingest objects received over the network through the node's de-identification;
-        the result says what became of each payload (its stored, de-identified UIDs)."""
-        collection_id = collection or self.receive_collection
+        the result says what became of each payload (its stored, de-identified UIDs).
+
+        Stops at the first store failure: later payloads are not processed (their outcome is
+        missing from the result)."""
+        session = self.receiving(collection, actor=actor)
+        outcomes: list[Outcome] = []
+        try:
+            for name, raw in payloads:
+                outcomes.append(session.accept(name, raw))
+                if isinstance(outcomes[-1], StoreFailure):
+                    break
+        finally:
+            report = self.finish(session)
+        conflicts = {o.sop_uid for o in outcomes if isinstance(o, Conflict)}
+        return PayloadResult(report, outcomes, conflicts)
+
+    def _stage(self, collection_id: str) -> DeidentifyStage:
+        """The collection's de-identification stage, made (and the collection created) once."""
         with self._lock:
-            spec = CollectionSpec(collection_id, collection_id)
-            stage = self.node.stage_for(spec)
-            self.node.ensure_collection(spec)
-            ingestor = Ingestor(self.node.catalog.con, self.node.store, stage, workers=1)
-            result = ingestor.run_payloads(payloads, collection_id)
-            self.node.record_ingest(result.report, actor)
-            return result
+            if collection_id not in self._stages:
+                spec = CollectionSpec(collection_id, collection_id)
+                stage = self.node.stage_for(spec)
+                self.node.ensure_collection(spec)
+                self._stages[collection_id] = stage
+            return self._stages[collection_id]
+
+    def _record(self, report: IngestReport, actor: str) -> None:
+        with self._lock:
+            self.node.record_ingest(report, actor)
+
+    @contextmanager
+    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            yield self.node.catalog.con
+
+    def _stored_digest(self, sop_uid: str) -> str | None:
+        with self.connection() as con:
+            row = con.execute("SELECT sha256 FROM instance WHERE sop_uid = ?", [sop_uid]).fetchone()
+        return None if row is None else str(row[0])
+
+    def _flush_audit_loop(self) -> None:
+        while not self._closed.wait(self._audit_delay_s):
+            if self.node.audit.deferred:
+                try:
+                    self.flush_audit()
+                except Exception:  # keep flushing later; the entries stay deferred
+                    log.exception("cannot write deferred audit entries")

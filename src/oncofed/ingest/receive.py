@@ -1,0 +1,278 @@
+"""Receiving instances over the network: acknowledged once durable, catalogued in batches.
+
+A :class:`ReceiveSession` (one per DIMSE association or STOW-RS request) runs each payload
+through de-identify → parse → store (blob fsynced) → staging journal and says at once what
+became of it: stored, already present, in conflict with a stored instance, or failed. The
+:class:`Receiver`'s committer thread writes the catalog rows in batches: what was accepted in
+the last ``COMMIT_DELAY_S`` (or ``COMMIT_RECORDS`` instances), or at once when a session is
+closing, so a sender waits for no catalog transaction and the receiving threads are seldom
+interrupted (they share one interpreter lock). Closing a session waits until its instances are
+catalogued and returns its one report. After a crash, :meth:`Receiver.recover` catalogues what
+the journals name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+
+from oncofed.catalog.records import InstanceRecord
+from oncofed.catalog.writer import write_batch
+from oncofed.closing import Closing
+from oncofed.errors import IngestError, OncofedError, StoreError
+from oncofed.ingest.journal import Journal, Staged, pending
+from oncofed.ingest.parse import parse_instance
+from oncofed.ingest.pipeline import Failure, Outcome, StoreFailure
+from oncofed.ingest.report import IngestReport, Skipped
+from oncofed.ingest.stages import DeidentifyStage
+from oncofed.storage.blobstore import BlobStore, sha256_hex
+
+log = logging.getLogger(__name__)
+
+COMMIT_DELAY_S = 1.0
+COMMIT_RECORDS = 500
+RECOVERED_STAGE = "recovered"
+CONFLICT_REASON = "SOP Instance UID already stored with different content"
+
+Writer = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+"""Holds the catalog connection exclusively for a write."""
+Lookup = Callable[[str], str | None]
+"""SOP Instance UID → sha256 of the catalogued instance, if any."""
+
+
+@dataclass(frozen=True)
+class Conflict(Failure):
+    """The SOP Instance UID is stored, or being stored, with other content."""
+
+    sop_uid: str
+
+
+class ReceiveSession:
+    """The instances received over one association or in one request."""
+
+    def __init__(
+        self, receiver: Receiver, collection_id: str, stage: DeidentifyStage, actor: str
+    ) -> None:
+        self.receiver = receiver
+        self.collection_id = collection_id
+        self.stage = stage
+        self.actor = actor
+        self.report = IngestReport(collection=collection_id, stage=stage.name)
+        self.journal = Journal(receiver.journal_dir)
+        self.uncommitted = 0
+        self.error: BaseException | None = None
+        self.closed = False
+
+    def accept(self, source: str, raw: bytes) -> Outcome:
+        """Store one payload durably (or say why not) and queue it for the catalog."""
+        self.report.files_seen += 1
+        outcome = self._accept(source, raw)
+        if isinstance(outcome, Conflict):
+            self.report.conflicts.append(Skipped(outcome.sop_uid, CONFLICT_REASON))
+        elif isinstance(outcome, Failure):
+            self.report.failed.append(Skipped(outcome.path, outcome.reason))
+        return outcome
+
+    def _accept(self, source: str, raw: bytes) -> Outcome:
+        if not raw:
+            return Failure(source, "empty file")
+        try:
+            clean = self.stage.apply(raw, source)
+            digest = sha256_hex(clean)
+            record = parse_instance(clean, digest)
+        except IngestError as exc:
+            return Failure(source, exc.message)
+        known = self.receiver.claim(record)
+        if known is not None:
+            if known != digest:
+                return Conflict(source, CONFLICT_REASON, record.sop_uid)
+            self.report.already_present += 1
+            return record
+        try:
+            self.receiver.store.put(clean, digest)
+            self.journal.append(Staged(digest, self.collection_id, source))
+            self.receiver.enqueue(self, record)
+        except (StoreError, OSError) as exc:
+            self.receiver.release(record)
+            reason = exc.message if isinstance(exc, StoreError) else str(exc)
+            return StoreFailure(source, reason)
+        return record
+
+    def close(self) -> IngestReport:
+        """Wait until this session's instances are catalogued; its report.
+
+        Raises StoreError when the catalog could not take them now (they stay journalled and
+        are catalogued when the node is next served).
+        """
+        self.receiver.wait_committed(self)
+        if self.error is None:
+            self.journal.remove()
+        else:
+            self.journal.close()
+        self.closed = True
+        self.report.finished_at = datetime.now(UTC).isoformat()
+        if self.error is not None:
+            raise StoreError(
+                f"{self.report.files_seen} received instances are stored but not yet"
+                f" catalogued ({self.error}); they will be when the node is next served"
+            ) from self.error
+        return self.report
+
+
+class Receiver(Closing):
+    """Accepts instances from many sessions; one committer thread catalogues them."""
+
+    def __init__(self, store: BlobStore, writer: Writer, lookup: Lookup) -> None:
+        self.store = store
+        self.journal_dir = store.root / "staging"
+        self._writer = writer
+        self._lookup = lookup
+        self._queue: list[tuple[ReceiveSession, InstanceRecord]] = []
+        self._pending: dict[str, str] = {}
+        self._changed = threading.Condition()
+        self._waiting = 0
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._commit_loop, name="catalog-commit", daemon=True
+        )
+        self._thread.start()
+
+    def session(self, collection_id: str, stage: DeidentifyStage, actor: str) -> ReceiveSession:
+        """A new session receiving into ``collection_id`` through ``stage``."""
+        return ReceiveSession(self, collection_id, stage, actor)
+
+    def claim(self, record: InstanceRecord) -> str | None:
+        """The digest already stored (or being stored) under the record's SOP Instance UID;
+        None when there is none, and the UID is then reserved for this record."""
+        with self._changed:
+            known = self._pending.get(record.sop_uid) or self._lookup(record.sop_uid)
+            if known is None:
+                self._pending[record.sop_uid] = record.sha256
+            return known
+
+    def release(self, record: InstanceRecord) -> None:
+        """Give up a reservation made by :meth:`claim` (the blob could not be stored)."""
+        with self._changed:
+            self._pending.pop(record.sop_uid, None)
+
+    def enqueue(self, session: ReceiveSession, record: InstanceRecord) -> None:
+        """Queue a stored, journalled instance for the next catalog batch."""
+        with self._changed:
+            if self._closing:
+                raise StoreError("the node is shutting down; the instance stays journalled")
+            session.uncommitted += 1
+            self._queue.append((session, record))
+            self._changed.notify_all()
+
+    def wait_committed(self, session: ReceiveSession) -> None:
+        """Block until every instance ``session`` queued is catalogued (or failed to be)."""
+        with self._changed:
+            self._waiting += 1
+            self._changed.notify_all()
+            try:
+                self._changed.wait_for(lambda: session.uncommitted == 0)
+            finally:
+                self._waiting -= 1
+
+    def close(self) -> None:
+        """Catalogue what is queued, then stop the committer."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._queue) or self._closing)
+                self._changed.wait_for(self._batch_due, COMMIT_DELAY_S)
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            error = self._commit(batch)
+            with self._changed:
+                for session, record in batch:
+                    if self._pending.get(record.sop_uid) == record.sha256:
+                        del self._pending[record.sop_uid]
+                    session.uncommitted -= 1
+                    if error is not None:
+                        session.error = error
+                self._changed.notify_all()
+
+    def _batch_due(self) -> bool:
+        """Whether to write now rather than wait for more (called holding the condition)."""
+        return self._closing or self._waiting > 0 or len(self._queue) >= COMMIT_RECORDS
+
+    def _commit(self, batch: list[tuple[ReceiveSession, InstanceRecord]]) -> BaseException | None:
+        groups: dict[str, list[tuple[ReceiveSession, InstanceRecord]]] = defaultdict(list)
+        for session, record in batch:
+            groups[session.collection_id].append((session, record))
+        try:
+            with self._writer() as con:
+                for collection_id, items in groups.items():
+                    outcome = write_batch(con, collection_id, [r for _, r in items])
+                    _account(items, outcome.already_present, outcome.conflicts)
+        except (duckdb.Error, OncofedError, OSError) as exc:
+            log.exception("cannot catalogue %d received instances", len(batch))
+            return exc
+        return None
+
+    def recover(self) -> list[IngestReport]:
+        """Catalogue the instances journalled before a crash; one report per journal."""
+        reports = []
+        for path, entries in pending(self.journal_dir):
+            report = IngestReport(
+                collection=entries[0].collection_id if entries else "", stage=RECOVERED_STAGE
+            )
+            report.files_seen = len(entries)
+            by_collection: dict[str, list[InstanceRecord]] = defaultdict(list)
+            for entry in entries:
+                record = self._reread(entry, report)
+                if record is not None:
+                    by_collection[entry.collection_id].append(record)
+            with self._writer() as con:
+                for collection_id, records in by_collection.items():
+                    outcome = write_batch(con, collection_id, records)
+                    report.added += outcome.added
+                    report.bytes_added += outcome.bytes_added
+                    report.already_present += len(outcome.already_present)
+                    report.conflicts += [
+                        Skipped(r.sop_uid, CONFLICT_REASON) for r in outcome.conflicts
+                    ]
+            report.finished_at = datetime.now(UTC).isoformat()
+            path.unlink()
+            if entries:
+                reports.append(report)
+        return reports
+
+    def _reread(self, entry: Staged, report: IngestReport) -> InstanceRecord | None:
+        try:
+            return parse_instance(self.store.get(entry.digest), entry.digest)
+        except (StoreError, IngestError) as exc:
+            report.failed.append(Skipped(entry.source, f"not recovered: {exc}"))
+            return None
+
+
+def _account(
+    items: list[tuple[ReceiveSession, InstanceRecord]],
+    present: list[InstanceRecord],
+    conflicts: list[InstanceRecord],
+) -> None:
+    """Credit each session with what the batch did to its instances."""
+    present_ids = {id(r) for r in present}
+    conflict_ids = {id(r) for r in conflicts}
+    for session, record in items:
+        if id(record) in conflict_ids:
+            session.report.conflicts.append(Skipped(record.sop_uid, CONFLICT_REASON))
+        elif id(record) in present_ids:
+            session.report.already_present += 1
+        else:
+            session.report.added += 1
+            session.report.bytes_added += record.size

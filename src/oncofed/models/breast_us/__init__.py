@@ -1,0 +1,1 @@
+"""Breast ultrasound classification: US image to P(malignant), with Grad-CAM saliency."""

@@ -1,0 +1,1 @@
+"""Testing and experimentation facility: benchmarks, algorithm packages, sandboxed evaluation."""
