@@ -24,6 +24,8 @@ def test_demo_builds_queries_and_serves(tmp_path: Path) -> None:
     assert "nothing new" in out and "label and macro images removed" in out
     assert "exact (steward)" in out and "disclosure-controlled" in out
     assert "/dicomweb/studies" in out and "/viewer" in out
+    assert "4 nodes joined" in out and "4 answered" in out  # the federation step
+    assert "state granted" in out and "refused with HTTP 403" in out
     again = subprocess.run(
         [*args, "--no-serve"], capture_output=True, text=True, timeout=300, env=wide
     )

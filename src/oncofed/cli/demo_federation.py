@@ -71,6 +71,70 @@ def federation_demo(console: Console, root: Path, idc_node: Path, patients: int)
             "(counts < 10 suppressed, others rounded to 10); totals are ranges where a node "
             "suppressed a count."
         )
+        _access_request(console, url, headers)
+
+
+DEMO_PEOPLE = {
+    "demo-rita": ("researcher", []),
+    "demo-carl": ("access_committee", []),
+    "demo-dana": ("data_manager", ["pathology-node"]),
+}
+
+
+def _access_request(console: Console, url: str, admin: dict[str, str]) -> None:
+    """A researcher asks for the prostate biopsies; the committee and the data holder agree;
+    the hub sends the grant to the node (HTTP API, as `oncofed hub requests ...` does)."""
+    with httpx.Client(base_url=f"{url}/hub/v1", timeout=60) as hub:
+        auth: dict[str, dict[str, str]] = {}
+        known = {u["user_id"] for u in hub.get("/users", headers=admin).json()}
+        for user, (role, nodes) in DEMO_PEOPLE.items():
+            if user not in known:
+                body = {"user_id": user, "roles": [role], "nodes": nodes}
+                hub.post("/users", json=body, headers=admin).raise_for_status()
+            token = hub.post(f"/users/{user}/tokens", json={"days": 1}, headers=admin).json()
+            auth[user] = {"Authorization": f"Bearer {token['token']}"}
+        draft = {
+            "project": "PROSTATE-ISUP-DEMO",
+            "purpose": "validate an ISUP grading model on biopsy slides (synthetic demo)",
+            "cohort": {"body_part": ["PROSTATE"]},
+            "collections": {"pathology-node": ["prostate-biopsies"]},
+            "tier": 3,
+            "duration_days": 90,
+        }
+        created = hub.post("/requests", json=draft, headers=auth["demo-rita"])
+        created.raise_for_status()
+        request_id = created.json()["request_id"]
+        steps: tuple[tuple[str, str, dict[str, Any]], ...] = (
+            ("demo-rita", "submit", {}),
+            ("demo-carl", "review", {}),
+            ("demo-carl", "approve", {"reason": "ethics approval seen", "grant_days": 30}),
+        )
+        for user, verb, step in steps:
+            answer = hub.post(f"/requests/{request_id}/{verb}", json=step, headers=auth[user])
+            answer.raise_for_status()
+        refused = hub.post(f"/requests/{request_id}/approve", json={}, headers=auth["demo-rita"])
+        decision = f"/requests/{request_id}/nodes/pathology-node/accept"
+        hub.post(decision, json={}, headers=auth["demo-dana"]).raise_for_status()
+        for _ in range(300):  # the grant travels to the node through the broker
+            shown = hub.get(f"/requests/{request_id}", headers=auth["demo-carl"]).json()
+            deliveries = shown["deliveries"]
+            if deliveries and all(d["state"] == "done" for d in deliveries):
+                break
+            time.sleep(0.1)
+    table = Table(title=f"access request {request_id} (every step in the hub's audit chain)")
+    for column in ("when", "who", "step", "state"):
+        table.add_column(column)
+    for event in shown["history"]:
+        table.add_row(
+            str(event["time"])[:19], str(event["actor"]), str(event["action"]),
+            str(event["to"]) + (f" ({event['node']})" if event["node"] else ""),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"state {shown['state']}, expires {shown['expires_at']}; grant delivered to "
+        f"{[(d['node_id'], d['kind'], d['state']) for d in shown['deliveries']]}; the researcher "
+        f"approving her own request was refused with HTTP {refused.status_code}."
+    )
 
 
 @contextmanager
