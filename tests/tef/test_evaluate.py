@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -137,11 +138,13 @@ def test_cli_validate_and_run(cohort: tuple[Path, Path], onnx_package: Path) -> 
     spec_file = root / "benchmark.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
     oncofed = [sys.executable, "-m", "oncofed", "tef"]
-    valid = subprocess.run([*oncofed, "validate", str(onnx_package), "--json"],
+    package = os.path.relpath(onnx_package, root)  # relative paths, as people type them
+    valid = subprocess.run([*oncofed, "validate", package, "--json"], cwd=root,
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert valid.returncode == 0, valid.stderr
     assert json.loads(valid.stdout)["dry_run_output_shape"] == [2, 2]
-    done = subprocess.run([*oncofed, "run", str(spec_file), str(onnx_package), "-n", str(home)],
+    node = os.path.relpath(home, root)
+    done = subprocess.run([*oncofed, "run", spec_file.name, package, "-n", node], cwd=root,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "completed" in done.stdout and "manufacturer" in done.stdout

@@ -41,7 +41,7 @@ def validate(
 ) -> None:
     """Check the manifest and files, the ONNX graph, and dry-run it in the sandbox."""
     limits = Limits(memory_mb=memory_mb, wall_seconds=wall_seconds)
-    report = validate_package(algorithm, limits=limits, allow_network=allow_network)
+    report = validate_package(algorithm.resolve(), limits=limits, allow_network=allow_network)
     summary = {
         "algorithm": report.package.to_dict(),
         "graph": report.graph,
@@ -78,7 +78,7 @@ def run(
     options = EvaluationOptions(
         limits=Limits(memory_mb=memory_mb, wall_seconds=wall_seconds), allow_network=allow_network
     )
-    with Node(node) as opened:
+    with Node(node.resolve()) as opened:  # the sandbox hides the node home by its full path
         result = evaluate_at_node(opened, spec, package, options)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

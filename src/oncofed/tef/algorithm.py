@@ -202,7 +202,7 @@ def scores(output: OutputTensor, array: NDArray[np.float64], cases: int) -> NDAr
 
 def load_package(path: Path | str) -> AlgorithmPackage:
     """Read and statically check a package folder (manifest, files, no links)."""
-    root = Path(path)
+    root = Path(path).resolve()  # the sandboxed child runs elsewhere: relative paths break
     if not (root / MANIFEST).is_file():
         raise AlgorithmError(f"{root}: not an algorithm package (no {MANIFEST})")
     try:
