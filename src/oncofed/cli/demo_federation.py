@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
 from oncofed.agent.loop import Agent, load_handler_modules
 from oncofed.agent.membership import MEMBERSHIP_FILE, join
 from oncofed.catalog.writer import CollectionSpec
+from oncofed.cli.demo_serve import serving
 from oncofed.cli.hub import print_search
 from oncofed.config import CONFIG_FILE
 from oncofed.hub.app import create_hub_app
@@ -146,21 +145,9 @@ def _hub(home: Path) -> Iterator[tuple[str, str]]:
         (home / ADMIN_TOKEN_FILE).write_text(issued.token, encoding="ascii")
         (home / ADMIN_TOKEN_FILE).chmod(0o600)
     token = (home / ADMIN_TOKEN_FILE).read_text(encoding="ascii").strip()
-    with Hub(home) as hub:
-        port = _free_port()
-        config = uvicorn.Config(
-            create_hub_app(hub), host="127.0.0.1", port=port, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}", token
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+    port = _free_port()
+    with Hub(home) as hub, serving(create_hub_app(hub), port):
+        yield f"http://127.0.0.1:{port}", token
 
 
 @contextmanager

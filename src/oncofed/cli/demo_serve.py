@@ -5,10 +5,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
 
@@ -52,22 +55,25 @@ def serve_demo(
     """Serve the node on 127.0.0.1, show a few calls, then serve for ``seconds`` (0: forever)."""
     port = _port(8080)
     url = f"http://127.0.0.1:{port}"
-    with NodeService.open(home) as service:
-        config = uvicorn.Config(
-            create_app(service), host="127.0.0.1", port=port, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        try:
-            _show_calls(console, url, tokens)
-            _print_urls(console, url, tokens, slide_id)
-            _wait(console, seconds)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    with NodeService.open(home) as service, serving(create_app(service), port):
+        _show_calls(console, url, tokens)
+        _print_urls(console, url, tokens, slide_id)
+        _wait(console, seconds)
+
+
+@contextmanager
+def serving(app: FastAPI, port: int) -> Iterator[None]:
+    """``app`` served by uvicorn on 127.0.0.1:``port`` in a thread, for the ``with`` block."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _show_calls(console: Console, url: str, tokens: dict[str, str]) -> None:
