@@ -88,7 +88,7 @@ def fed(tmp_path: Path) -> Iterator[Federation]:
 
 
 def test_differencing_and_averaging_through_the_hub_learn_nothing(fed: Federation) -> None:
-    homes = {"east": fed.add_node("east", patients=20, seed=3)}
+    homes = {"east": fed.add_node("east", patients=45, seed=3)}  # many rounding edges
     homes["west"] = fed.add_node("west", patients=12, seed=4)
     policies = {}
     for name, home in homes.items():

@@ -77,6 +77,19 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
           _encode(data or None))  # fmt: skip
 
 
+def _python_under_tmp() -> list[str]:
+    """Folders of this interpreter (prefix, import path) that lie under /tmp, outermost only:
+    the private /tmp would hide them (a checkout or virtual environment in /tmp)."""
+    candidates = {sys.prefix, sys.base_prefix, *sys.path}
+    found = sorted(os.path.realpath(p) for p in candidates if p and os.path.isdir(p))
+    under = [p for p in found if p.startswith("/tmp/")]
+    outermost: list[str] = []
+    for path in under:
+        if not any(path == o or path.startswith(o + "/") for o in outermost):
+            outermost.append(path)
+    return outermost
+
+
 def _mount_points() -> list[str]:
     points = []
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
@@ -162,7 +175,13 @@ def confine(workdir: Path, hide: list[str]) -> dict[str, Any]:
         _remount_read_only(point, notes)
     for folder in hide:
         _mount("sandbox-hidden", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
+    python = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in _python_under_tmp()}
     _mount("sandbox-tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    for path, handle in python.items():  # the interpreter and its packages stay visible
+        os.makedirs(path)
+        _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
+        os.close(handle)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.mkdir(SANDBOX_MOUNT)
     _mount(f"/proc/self/fd/{keep}", SANDBOX_MOUNT, None, MS_BIND | MS_REC)
     os.close(keep)
