@@ -5,6 +5,10 @@ intra-op threads (2 by default: the CI machine's cores), first through PyTorch e
 (``torch.no_grad``, eval mode) and then through the exported ONNX file in onnxruntime. Throughput
 is the median over repeats after one warm-up pass. Goal: onnxruntime >= 1.5x PyTorch.
 
+The prostate rows add tiles/s of the default tile encoder and the time to grade a whole generated
+40,000 x 40,000 biopsy slide (goal < 60 s on 2 cores); for that row the figures are seconds per
+slide and the ratio is PyTorch's time over onnxruntime's.
+
 Usage: python benchmarks/models.py [--images 2048 --batch 32 --threads 2 --repeats 3]
 """
 
@@ -25,6 +29,9 @@ from _common import machine, print_table
 
 from oncofed.models.breast_us import pipeline as breast_us
 from oncofed.models.breast_us.model import Probability, example_frames
+from oncofed.models.export import export_onnx
+from oncofed.models.prostate import pipeline as prostate
+from oncofed.testing.prostate import make_prostate_slide
 
 Row = tuple[str, str, float, float, float]
 
@@ -75,7 +82,47 @@ def breast_us_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     return [("breast-US classifier", "images/s", peer, ours, ours / peer)]
 
 
-ROWS: list[Callable[[argparse.Namespace, Path], list[Row]]] = [breast_us_rows]
+def prostate_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    """Prostate tile encoder (default CNN, 32x32 tiles, batches of ``--tile-batch``), then a
+    whole generated 40,000 x 40,000 biopsy slide: tissue mask, tiling, reading, encoding and
+    attention pooling, with the encoder in PyTorch and then in onnxruntime."""
+    grader = prostate.build(prostate.ProstateSettings())
+    cnn = grader.network.encoder
+    assert cnn is not None
+    size = grader.settings.tile_size
+    onnx_path = export_onnx(cnn.eval(), torch.rand(2, 3, size, size), work / "tiles.onnx",
+                            input_names=["tiles"], output_names=["features"],
+                            dynamic_axes={"tiles": {0: "tiles"}})  # fmt: skip
+    tiles = np.random.default_rng(0).random((args.tiles, 3, size, size), dtype=np.float32)
+    batches = [tiles[i : i + args.tile_batch] for i in range(0, len(tiles), args.tile_batch)]
+    session = onnx_session(onnx_path, args.threads)
+
+    def onnxruntime(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {"tiles": batch})[0])
+
+    peer = images_per_second(grader.encode, batches, args.repeats)
+    ours = images_per_second(onnxruntime, batches, args.repeats)
+    rows: list[Row] = [("prostate tile encoder (32x32)", "tiles/s", peer, ours, ours / peer)]
+    slide = work / "biopsy-40k.svs"
+    started = time.perf_counter()
+    make_prostate_slide(slide, isup_grade=3, width=args.slide_side, height=args.slide_side)
+    megabytes, took = slide.stat().st_size / 1e6, time.perf_counter() - started
+    print(f"generated a {args.slide_side:,} x {args.slide_side:,} slide ({megabytes:.0f} MB) "
+          f"in {took:.0f} s")  # fmt: skip
+    seconds = {}
+    for engine, encode in (("PyTorch eager", grader.encode), ("onnxruntime", onnxruntime)):
+        started = time.perf_counter()
+        result = prostate.infer_slide(grader, slide, encode=encode)
+        seconds[engine] = time.perf_counter() - started
+        print(f"whole-slide inference, {engine}: {len(result.grid):,} tiles in "
+              f"{seconds[engine]:.1f} s (goal < 60 s)")  # fmt: skip
+    eager, runtime = seconds["PyTorch eager"], seconds["onnxruntime"]
+    rows.append(("prostate whole slide (tiling+encoding+MIL)", "s/slide", eager, runtime,
+                 eager / runtime))  # fmt: skip
+    return rows
+
+
+ROWS: list[Callable[[argparse.Namespace, Path], list[Row]]] = [breast_us_rows, prostate_rows]
 """One function per model; each returns its table rows."""
 
 
@@ -85,6 +132,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiles", type=int, default=8192, help="prostate tiles per pass")
+    parser.add_argument("--tile-batch", type=int, default=256)
+    parser.add_argument("--slide-side", type=int, default=40_000, help="generated slide, pixels")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"

@@ -115,6 +115,126 @@ def train_breast_us(
     )
 
 
+@train_app.command("prostate-isup")
+def train_prostate_isup(
+    out: OutOption,
+    node: Annotated[
+        Path | None, typer.Option("--node", "-n", help="Node home to train from (with --cohort).")
+    ] = None,
+    cohort: Annotated[
+        str | None,
+        typer.Option(help='Cohort filter as JSON, e.g. \'{"collection": ["prostate"]}\'.'),
+    ] = None,
+    slides: Annotated[
+        Path | None, typer.Option(help="Sample sheet CSV (path,patient_id,...) with --labels.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Label CSV (patient_id[,slide],kind,value), isup_grade.")
+    ] = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option(help="Pretrained tile encoder (.onnx or TorchScript); default: train a CNN."),
+    ] = None,
+    stain: Annotated[str, typer.Option(help="Stain normalisation: none or macenko.")] = "none",
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Stain jitter, flips, turns.")
+    ] = True,
+    epochs: EpochsOption = 12,
+    learning_rate: RateOption = 3e-3,
+    seed: SeedOption = 0,
+    threads: ThreadsOption = 2,
+    tile_size: Annotated[int, typer.Option(help="Tile side, pixels.")] = 32,
+    mpp: Annotated[float, typer.Option(help="Tile resolution, micrometres per pixel.")] = 1.0,
+    max_tiles: Annotated[int, typer.Option(help="Tiles per training bag (most tissue).")] = 64,
+    validation_fraction: HoldOutOption = 0.25,
+    resume: ResumeOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the prostate biopsy grader (ISUP grade group 0-5, cancer yes/no) on slides."""
+    if (
+        (node is None) == (slides is None)
+        or (node is None) != (cohort is None)
+        or ((slides is None) != (labels is None))
+    ):
+        raise OncofedError("give either --node and --cohort, or --slides and --labels")
+    if stain not in ("none", "macenko"):
+        raise OncofedError(f"--stain {stain!r}: use none or macenko")
+    from oncofed.models.cli_support import parse_cohort
+    from oncofed.models.prostate import pipeline
+    from oncofed.models.prostate.cases import files_from_node, files_from_sheet
+    from oncofed.models.prostate.runs import train_run
+    from oncofed.models.training import TrainConfig
+    from oncofed.node import Node
+
+    if node is not None and cohort is not None:
+        with Node(node, read_only=True) as opened:
+            files = files_from_node(opened, parse_cohort(cohort))
+    else:
+        assert slides is not None and labels is not None
+        files = files_from_sheet(slides, labels)
+    settings = pipeline.ProstateSettings(
+        tile_size=tile_size, mpp=mpp, max_tiles=max_tiles, augment=augment,
+        encoder=str(encoder.resolve()) if encoder else pipeline.CNN,
+        stain="macenko" if stain == "macenko" else "none",
+    )  # fmt: skip
+    config = TrainConfig(epochs=epochs, batch_size=1, learning_rate=learning_rate, seed=seed,
+                         threads=threads)  # fmt: skip
+    summary = train_run(out, files, settings, config, validation_fraction=validation_fraction,
+                        resume=resume)  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    final = summary["epochs"][-1]
+    typer.echo(
+        f"trained prostate-isup on {summary['cases']['train']} slides, validated on "
+        f"{summary['cases']['validation']}: quadratic kappa {final['metric']:.3f} after epoch "
+        f"{final['epoch']}; model {out / 'model.pt'}"
+    )
+
+
+@app.command("grade")
+def grade(
+    model_file: Annotated[Path, typer.Argument(help="prostate-isup model.pt or its run folder.")],
+    slide: Annotated[str, typer.Argument(help="Slide file, or a slide id with --node.")],
+    node: Annotated[
+        Path | None,
+        typer.Option(
+            "--node",
+            "-n",
+            help="Node home: grade its slide and keep the heatmap for the node's viewer.",
+        ),
+    ] = None,
+    heatmap: Annotated[
+        Path | None, typer.Option(help="Write the attention heatmap (Parquet) here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Grade one whole slide (ISUP grade group, P(cancer)) with a per-tile attention heatmap."""
+    from oncofed.models.prostate.runs import HEATMAP_NAME, grade_run, load_grader
+    from oncofed.node import Node
+    from oncofed.wsi.heatmap import HEATMAPS_DIR, SUFFIX
+
+    grader = load_grader(model_file)
+    path = Path(slide)
+    if node is not None:
+        with Node(node, read_only=True) as opened:
+            row = opened.catalog.con.execute(
+                "SELECT sha256 FROM slide WHERE slide_id = ?", [slide]
+            ).fetchone()
+            if row is None:
+                raise OncofedError(f"node {node} has no slide with id {slide!r}")
+            path = opened.store.path_for(str(row[0]))
+        heatmap = heatmap or node / HEATMAPS_DIR / slide / f"{HEATMAP_NAME}{SUFFIX}"
+    result = grade_run(grader, path, heatmap)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(
+        f"ISUP grade group {result['isup_grade_group']} (P(cancer) {result['p_cancer']:.3f}) "
+        f"from {result['tiles']} tiles" + (f"; heatmap {heatmap}" if heatmap else "")
+    )
+
+
 @app.command("export")
 def export(
     model_file: Annotated[

@@ -22,7 +22,10 @@ from oncofed.storage.atomic import write_atomic
 from oncofed.tef.cases import resolve_cases
 from oncofed.tef.spec import BenchmarkSpec, parse_spec
 
-EXPORTERS = {"breast-us": "oncofed.models.breast_us.pipeline"}
+EXPORTERS = {
+    "breast-us": "oncofed.models.breast_us.pipeline",
+    "prostate-isup": "oncofed.models.prostate.pipeline",
+}
 """Pipeline name -> module with ``export_saved(settings, state, onnx_path, package_dir, *, name,
 version) -> dict`` (what ``oncofed models export`` calls for a saved model of that pipeline)."""
 MODEL_FILE = "model.pt"

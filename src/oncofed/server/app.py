@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from oncofed import __version__
 from oncofed.server import api, auth, dicomweb, problems
 from oncofed.server.service import NodeService
+from oncofed.wsi.heatmap import HEATMAPS_DIR
 from oncofed.wsi.router import make_router as make_slide_router
 
 
@@ -25,7 +26,10 @@ def create_app(service: NodeService) -> FastAPI:
     app.include_router(api.make_router())
     app.include_router(dicomweb.make_router(), prefix="/dicomweb", tags=["dicomweb"])
     app.include_router(
-        make_slide_router(_slide_resolver(service)),
+        make_slide_router(
+            _slide_resolver(service),
+            heatmaps=lambda slide_id: service.node.home / HEATMAPS_DIR / slide_id,
+        ),
         prefix="/wsi",
         tags=["wsi"],
         dependencies=[Depends(auth.slide_access)],

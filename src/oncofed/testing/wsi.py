@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import imagecodecs
 import numpy as np
@@ -69,6 +69,21 @@ class SyntheticSlide:
     tissue_mask: NDArray[np.bool_] = field(repr=False)
     mask_downsample: int
     identifiers: FakeIdentifiers
+
+
+class Painter(Protocol):
+    """What the slide writers draw from: level-0 maps at ``ds`` downsample and JPEG tiles."""
+
+    tile: int
+    quality: int
+    ds: int
+    tissue: NDArray[np.bool_]
+    pen: NDArray[np.bool_]
+    pen_colour: NDArray[np.uint8]
+
+    def encoded(self, downsample: int, x: int, y: int) -> bytes:
+        """JPEG bytes of the tile of a level with this downsample whose top-left is (x, y)."""
+        ...
 
 
 class _Painter:
@@ -184,7 +199,7 @@ def _label_image(ids: FakeIdentifiers) -> RGB:
     return np.asarray(img)
 
 
-def _macro_image(painter: _Painter, ids: FakeIdentifiers) -> RGB:
+def _macro_image(painter: Painter, ids: FakeIdentifiers) -> RGB:
     """A photo of the whole glass slide: label area plus the tissue seen from above."""
     h = 400
     w = int(h * 3)
@@ -198,7 +213,7 @@ def _macro_image(painter: _Painter, ids: FakeIdentifiers) -> RGB:
     return np.asarray(img)
 
 
-def _tiles(painter: _Painter, downsample: int, width: int, height: int) -> Iterator[bytes]:
+def _tiles(painter: Painter, downsample: int, width: int, height: int) -> Iterator[bytes]:
     t = painter.tile
     for y in range(0, height, t):
         for x in range(0, width, t):
@@ -233,9 +248,25 @@ def make_slide(
     ``tiff``: generic pyramidal tiled TIFF (2x pyramid, resolution tags, identifying tags).
     ``ome``: OME-TIFF with a SubIFD pyramid and label/macro images as extra OME images.
     """
-    ids = identifiers or FakeIdentifiers()
     painter = _Painter(width, height, seed, pen, tile, quality)
-    levels = _level_dims(width, height, 4 if kind == "svs" else 2, tile)
+    return write_slide(
+        path, kind, painter, width=width, height=height, mpp=mpp, identifiers=identifiers
+    )
+
+
+def write_slide(
+    path: Path,
+    kind: Kind,
+    painter: Painter,
+    *,
+    width: int,
+    height: int,
+    mpp: float,
+    identifiers: FakeIdentifiers | None = None,
+) -> SyntheticSlide:
+    """Write the slide ``painter`` draws as ``kind`` (see :func:`make_slide`) and describe it."""
+    ids = identifiers or FakeIdentifiers()
+    levels = _level_dims(width, height, 4 if kind == "svs" else 2, painter.tile)
     if kind == "svs":
         _write_svs(path, painter, levels, mpp, ids)
     elif kind == "tiff":
@@ -255,7 +286,7 @@ def make_slide(
     )
 
 
-def _tiled(painter: _Painter, ds: int, w: int, h: int) -> dict[str, object]:
+def _tiled(painter: Painter, ds: int, w: int, h: int) -> dict[str, object]:
     return {
         "data": _tiles(painter, ds, w, h),
         "shape": (h, w, 3),
@@ -268,7 +299,7 @@ def _tiled(painter: _Painter, ds: int, w: int, h: int) -> dict[str, object]:
 
 def _write_svs(
     path: Path,
-    painter: _Painter,
+    painter: Painter,
     levels: list[tuple[int, int, int]],
     mpp: float,
     ids: FakeIdentifiers,
@@ -329,7 +360,7 @@ def _write_svs(
         )
 
 
-def _overview(painter: _Painter, w: int, h: int) -> RGB:
+def _overview(painter: Painter, w: int, h: int) -> RGB:
     """A small whole-slide picture (thumbnail) drawn from the tissue and pen maps."""
     ov = np.where(
         painter.tissue[..., None], np.array(EOSIN, np.uint8), np.array(BACKGROUND, np.uint8)
@@ -340,7 +371,7 @@ def _overview(painter: _Painter, w: int, h: int) -> RGB:
 
 def _write_generic(
     path: Path,
-    painter: _Painter,
+    painter: Painter,
     levels: list[tuple[int, int, int]],
     mpp: float,
     ids: FakeIdentifiers,
@@ -371,7 +402,7 @@ def _write_generic(
 
 def _write_ome(
     path: Path,
-    painter: _Painter,
+    painter: Painter,
     levels: list[tuple[int, int, int]],
     mpp: float,
     ids: FakeIdentifiers,

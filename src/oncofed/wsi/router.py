@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from oncofed.errors import OncofedError
 from oncofed.wsi.dzi import DeepZoom
 from oncofed.wsi.errors import SlideError, SlideNotFoundError
+from oncofed.wsi.heatmap import SUFFIX, TileHeatmap, check_name, heatmap_names
 from oncofed.wsi.open import open_slide
 
 STATIC = Path(str(resources.files("oncofed.wsi"))) / "static"
@@ -24,11 +26,19 @@ VIEWER = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Slide {title}</title>
 <style>html,body{{margin:0;height:100%;background:#222;color:#eee;font-family:sans-serif}}
 #bar{{padding:6px 10px;font-size:14px}}#view{{position:absolute;top:30px;bottom:0;left:0;right:0}}
-</style></head><body><div id="bar">oncofed slide {title}</div><div id="view"></div>
+#bar label{{margin-left:16px}}</style></head><body>
+<div id="bar">oncofed slide {title}{controls}</div><div id="view"></div>
 <script src="../static/openseadragon/openseadragon.min.js"></script>
-<script>OpenSeadragon({{id:"view",prefixUrl:"../static/openseadragon/images/",
-tileSources:"../{slide_id}.dzi",showNavigator:true,maxZoomPixelRatio:2}});</script>
+<script>const viewer=OpenSeadragon({{id:"view",prefixUrl:"../static/openseadragon/images/",
+tileSources:"../{slide_id}.dzi",showNavigator:true,maxZoomPixelRatio:2}});
+const heatmaps={heatmaps};
+viewer.addHandler("open",()=>heatmaps.forEach(name=>viewer.addSimpleImage({{
+  url:"heatmaps/"+encodeURIComponent(name)+".png",x:0,y:0,width:1,opacity:0,
+  success:e=>document.getElementById("heatmap-"+name).onchange=c=>
+    e.item.setOpacity(c.target.checked?{opacity}:0)}})));</script>
 </body></html>"""
+HEATMAP_OPACITY = 0.6
+HEATMAP_CONTROL = '<label><input type="checkbox" id="heatmap-{name}"> heatmap: {name}</label>'
 
 
 class _SlideCache:
@@ -71,12 +81,23 @@ def _problem(exc: OncofedError) -> JSONResponse:
     )
 
 
-def make_router(resolve: Callable[[str], Path | None], *, cache_size: int = 16) -> APIRouter:
+def make_router(
+    resolve: Callable[[str], Path | None],
+    *,
+    cache_size: int = 16,
+    heatmaps: Callable[[str], Path] | None = None,
+) -> APIRouter:
     """Router with ``/{id}.dzi``, ``/{id}_files/{level}/{col}_{row}.jpeg``,
-    ``/{id}/thumbnail.jpeg``, ``/{id}/viewer`` and ``/static/...``; ``resolve`` maps a slide id to
-    its file (or ``None`` when unknown). Mount it under any prefix (e.g. ``/wsi``)."""
+    ``/{id}/thumbnail.jpeg``, ``/{id}/viewer``, ``/{id}/heatmaps`` (names),
+    ``/{id}/heatmaps/{name}.png`` and ``/static/...``; ``resolve`` maps a slide id to its file
+    (or ``None`` when unknown), ``heatmaps`` a known slide id to its heatmap folder. Mount it
+    under any prefix (e.g. ``/wsi``)."""
     router = APIRouter(tags=["wsi"])
     cache = _SlideCache(resolve, cache_size)
+
+    def heatmap_folder(slide_id: str) -> Path | None:
+        cache.get(slide_id)  # unknown slides are 404s before any path is built from the id
+        return heatmaps(slide_id) if heatmaps is not None else None
 
     @router.get("/{slide_id}.dzi")
     def dzi(slide_id: str) -> Response:
@@ -106,11 +127,35 @@ def make_router(resolve: Callable[[str], Path | None], *, cache_size: int = 16) 
     @router.get("/{slide_id}/viewer", response_class=HTMLResponse)
     def viewer(slide_id: str) -> Response:
         try:
-            cache.get(slide_id)
+            folder = heatmap_folder(slide_id)
         except OncofedError as exc:
             return _problem(exc)
+        names = heatmap_names(folder) if folder is not None else []
         safe = html.escape(slide_id)
-        return HTMLResponse(VIEWER.format(title=safe, slide_id=safe))
+        controls = "".join(HEATMAP_CONTROL.format(name=name) for name in names)
+        page = VIEWER.format(title=safe, slide_id=safe, controls=controls,
+                             heatmaps=json.dumps(names), opacity=HEATMAP_OPACITY)  # fmt: skip
+        return HTMLResponse(page)
+
+    @router.get("/{slide_id}/heatmaps")
+    def heatmap_list(slide_id: str) -> Response:
+        try:
+            folder = heatmap_folder(slide_id)
+        except OncofedError as exc:
+            return _problem(exc)
+        return JSONResponse(heatmap_names(folder) if folder is not None else [])
+
+    @router.get("/{slide_id}/heatmaps/{name}.png")
+    def heatmap_png(slide_id: str, name: str, size: int = Query(1024, ge=16, le=4096)) -> Response:
+        try:
+            folder = heatmap_folder(slide_id)
+            path = None if folder is None else folder / f"{check_name(name)}{SUFFIX}"
+            if path is None or not path.is_file():
+                raise SlideNotFoundError(f"slide {slide_id!r} has no heatmap {name!r}")
+            data = TileHeatmap.read(path).png(size)
+        except OncofedError as exc:
+            return _problem(exc)
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @router.get("/static/{path:path}")
     def static(path: str) -> Response:
