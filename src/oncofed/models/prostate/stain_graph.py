@@ -36,7 +36,7 @@ def _percentile(ascending: Tensor, count: Tensor, q: float) -> Tensor:
 
 
 def _principal(covariance: Tensor, start: Tensor, against: Tensor | None) -> Tensor:
-    vector = start / start.norm()
+    vector: Tensor = start / start.norm()
     for _ in range(POWER_STEPS):
         vector = covariance @ vector
         if against is not None:
@@ -47,6 +47,9 @@ def _principal(covariance: Tensor, start: Tensor, against: Tensor | None) -> Ten
 
 class BagMacenko(nn.Module):
     """Tiles ``[n, 3, s, s]`` in [0, 1] to the same tiles in the reference's stains."""
+
+    matrix: Tensor
+    maxima: Tensor
 
     def __init__(self, reference: Stains) -> None:
         super().__init__()
