@@ -9,7 +9,6 @@ long-polls the hub. Everything runs in this process so the demo needs no ports b
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,7 +22,7 @@ from rich.table import Table
 from oncofed.agent.loop import Agent, load_handler_modules
 from oncofed.agent.membership import MEMBERSHIP_FILE, join
 from oncofed.catalog.writer import CollectionSpec
-from oncofed.cli.demo_serve import serving
+from oncofed.cli.demo_serve import free_port, serving
 from oncofed.cli.hub import print_search
 from oncofed.config import CONFIG_FILE
 from oncofed.hub.app import create_hub_app
@@ -145,7 +144,7 @@ def _hub(home: Path) -> Iterator[tuple[str, str]]:
         (home / ADMIN_TOKEN_FILE).write_text(issued.token, encoding="ascii")
         (home / ADMIN_TOKEN_FILE).chmod(0o600)
     token = (home / ADMIN_TOKEN_FILE).read_text(encoding="ascii").strip()
-    port = _free_port()
+    port = free_port()
     with Hub(home) as hub, serving(create_hub_app(hub), port):
         yield f"http://127.0.0.1:{port}", token
 
@@ -239,9 +238,3 @@ def _mixed_node(home: Path, patients: int) -> Path:
         cohort = generate_cohort(home / "input", patients=patients, seed=23)
         node.ingest(cohort.files, CollectionSpec("mixed", "Mixed CT/MR/MG/US (synthetic)"))
     return home
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -40,7 +40,8 @@ def demo_tokens(node: Node, granted: list[str]) -> dict[str, str]:
     return tokens
 
 
-def _port(preferred: int) -> int:
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` if it is free on 127.0.0.1, else any free port."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", preferred))
@@ -53,7 +54,7 @@ def serve_demo(
     console: Console, home: Path, tokens: dict[str, str], slide_id: str | None, seconds: float
 ) -> None:
     """Serve the node on 127.0.0.1, show a few calls, then serve for ``seconds`` (0: forever)."""
-    port = _port(8080)
+    port = free_port(8080)
     url = f"http://127.0.0.1:{port}"
     with NodeService.open(home) as service, serving(create_app(service), port):
         _show_calls(console, url, tokens)

@@ -25,3 +25,12 @@ def write_atomic(target: Path, data: bytes | str, *, tmp_dir: Path | None = None
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new entry in ``folder`` durable (fsync of the directory itself)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

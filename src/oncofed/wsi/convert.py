@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from oncofed.storage.atomic import fsync_dir
 from oncofed.wsi.dicomizer import import_wsidicomizer
 from oncofed.wsi.errors import SlideError
 from oncofed.wsi.open import DICOM_WSI, TIFF_MAGICS, detect_format, open_slide
@@ -91,7 +92,7 @@ def convert_to_dicom(
             with file.open("rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -241,11 +242,3 @@ def _generic_tiff_source() -> type[Any]:
             return _is_generic_jpeg_tiff(path, GENERIC_TIFF)
 
     return GenericTiffSource
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from oncofed.storage.atomic import fsync_dir
 from oncofed.wsi.convert import UidSource, convert_to_dicom
 from oncofed.wsi.errors import SlideDeidError
 from oncofed.wsi.open import DICOM_WSI, OME_TIFF, detect_format, open_slide
@@ -204,7 +205,7 @@ def _deid_tiff(src: Path, dst: Path, fmt: str, extra: set[str]) -> DeidReport:
             os.fsync(fh.fileno())
         _verify(tmp, fmt, found, report)
         os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
+        fsync_dir(dst.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -426,7 +427,7 @@ def _deid_dicom(src: Path, dst: Path, fmt: str, extra: set[str]) -> DeidReport:
         report.scrubbed = sorted(set(report.scrubbed))
         _verify(tmp, fmt, found, report)
         os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
+        fsync_dir(dst.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -495,11 +496,3 @@ def find_identifiers(path: Path, identifiers: Iterable[str]) -> list[tuple[str, 
             pos += len(chunk)
             tail = window[-overlap:]
     return hits
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
