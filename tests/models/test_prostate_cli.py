@@ -92,7 +92,9 @@ def test_train_export_grade_and_view_the_heatmap(
         alpha = overlay.getchannel("A")
         assert alpha.getextrema() == (0, 170)  # tissue tiles drawn, glass left transparent
         page = client.get(f"/wsi/{slide_id}/viewer").text
-        assert 'id="heatmap-attention"' in page and '"heatmaps/"' in page
+        assert 'id="heatmap-attention">' in page and '"heatmaps/"' in page  # off at first
+        shown = client.get(f"/wsi/{slide_id}/viewer", params={"heatmap": "attention"}).text
+        assert 'id="heatmap-attention" checked>' in shown
         assert client.get(f"/wsi/{slide_id}/heatmaps/missing.png").status_code == 404
         assert client.get(f"/wsi/{slide_id}/heatmaps/..%2Fx.png").status_code in (400, 404)
         assert client.get("/wsi/no-such-slide/heatmaps").status_code == 404

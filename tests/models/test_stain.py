@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+import torch
 
+from oncofed.models.prostate.stain_graph import BagMacenko
 from oncofed.models.stain import (
     MacenkoNormaliser,
     StainError,
@@ -18,7 +22,12 @@ from oncofed.testing.prostate import SITES, TextureBank
 
 def tissue(site: str) -> np.ndarray:
     """The same seeded tissue textures (benign, patterns 3-5) stained as ``site`` stains."""
-    return TextureBank(SITES[site], seed=3).at(1)[1:].reshape(-1, 256, 256, 3)
+    return bank(site).at(1)[1:].reshape(-1, 256, 256, 3).copy()
+
+
+@functools.cache
+def bank(site: str) -> TextureBank:
+    return TextureBank(SITES[site], seed=3)
 
 
 def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,3 +79,15 @@ def test_stains_round_trip_through_their_saved_form() -> None:
     again = Stains.from_dict(stains.to_dict())
     assert np.allclose(again.matrix, stains.matrix, atol=1e-6)
     assert np.allclose(again.max_concentrations, stains.max_concentrations, atol=1e-6)
+
+
+def test_the_exportable_bag_normaliser_equals_the_numpy_one() -> None:
+    reference = tissue("site-a")[0]
+    bag = bank("site-b").at(4)[1:].reshape(-1, 64, 64, 3)[:, :32, :32]
+    normaliser = MacenkoNormaliser.fit(reference)
+    expected = normaliser.transform(bag).astype(float)
+    tiles = torch.from_numpy(bag.transpose(0, 3, 1, 2).copy()).float() / 255
+    found = BagMacenko(normaliser.reference)(tiles).numpy().transpose(0, 2, 3, 1) * 255
+    assert np.abs(found - expected).max() <= 0.5 + 1e-3  # NumPy rounds to 8 bits, the graph not
+    glass = torch.full((2, 3, 32, 32), 0.95)
+    assert torch.equal(BagMacenko(normaliser.reference)(glass), glass)  # nothing to estimate

@@ -139,8 +139,8 @@ def train_prostate_isup(
     augment: Annotated[
         bool, typer.Option("--augment/--no-augment", help="Stain jitter, flips, turns.")
     ] = True,
-    epochs: EpochsOption = 12,
-    learning_rate: RateOption = 3e-3,
+    epochs: EpochsOption = 15,
+    learning_rate: RateOption = 2e-3,
     seed: SeedOption = 0,
     threads: ThreadsOption = 2,
     tile_size: Annotated[int, typer.Option(help="Tile side, pixels.")] = 32,

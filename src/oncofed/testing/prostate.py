@@ -41,6 +41,7 @@ __all__ = [
     "ProstateCohort",
     "ProstateSlide",
     "StainSite",
+    "TextureBank",
     "generate_prostate",
     "gleason_score",
     "grade_group",

@@ -34,11 +34,13 @@ tileSources:"../{slide_id}.dzi",showNavigator:true,maxZoomPixelRatio:2}});
 const heatmaps={heatmaps};
 viewer.addHandler("open",()=>heatmaps.forEach(name=>viewer.addSimpleImage({{
   url:"heatmaps/"+encodeURIComponent(name)+".png",x:0,y:0,width:1,opacity:0,
-  success:e=>document.getElementById("heatmap-"+name).onchange=c=>
-    e.item.setOpacity(c.target.checked?{opacity}:0)}})));</script>
-</body></html>"""
+  success:e=>{{const box=document.getElementById("heatmap-"+name),
+    show=()=>e.item.setOpacity(box.checked?{opacity}:0);box.onchange=show;show();}}}})));
+</script></body></html>"""
 HEATMAP_OPACITY = 0.6
-HEATMAP_CONTROL = '<label><input type="checkbox" id="heatmap-{name}"> heatmap: {name}</label>'
+HEATMAP_CONTROL = (
+    '<label><input type="checkbox" id="heatmap-{name}"{checked}> heatmap: {name}</label>'
+)
 
 
 class _SlideCache:
@@ -125,14 +127,19 @@ def make_router(
         return Response(buf.getvalue(), media_type="image/jpeg", headers=CACHE_HEADERS)
 
     @router.get("/{slide_id}/viewer", response_class=HTMLResponse)
-    def viewer(slide_id: str) -> Response:
+    def viewer(
+        slide_id: str, heatmap: str | None = Query(None, description="Heatmap shown at first.")
+    ) -> Response:
         try:
             folder = heatmap_folder(slide_id)
         except OncofedError as exc:
             return _problem(exc)
         names = heatmap_names(folder) if folder is not None else []
         safe = html.escape(slide_id)
-        controls = "".join(HEATMAP_CONTROL.format(name=name) for name in names)
+        controls = "".join(
+            HEATMAP_CONTROL.format(name=name, checked=" checked" if name == heatmap else "")
+            for name in names
+        )
         page = VIEWER.format(title=safe, slide_id=safe, controls=controls,
                              heatmaps=json.dumps(names), opacity=HEATMAP_OPACITY)  # fmt: skip
         return HTMLResponse(page)

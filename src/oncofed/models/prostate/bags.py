@@ -25,6 +25,7 @@ from oncofed.models.stain import (
     augment_stains,
     estimate_stains,
 )
+from oncofed.models.training import TrainingError
 from oncofed.wsi.open import open_slide
 from oncofed.wsi.tiling import TileGrid, TileReader, tile_grid
 from oncofed.wsi.tissue import detect_tissue
@@ -180,5 +181,5 @@ def one_bag(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Collate for bags of different sizes: one slide per step."""
     (bag, target), *rest = items
     if rest:
-        raise ValueError("bags of tiles are trained one slide at a time (batch size 1)")
+        raise TrainingError("bags of tiles are trained one slide at a time (batch size 1)")
     return bag, target.reshape(1)

@@ -1,4 +1,5 @@
-"""Pretrained tile encoders from a local file: ONNX (onnxruntime) or TorchScript (torch.jit).
+"""Pretrained tile encoders from a local file: ONNX (onnxruntime), a ``torch.export`` program
+(``.pt2``) or TorchScript (torch.jit).
 
 An encoder file maps a batch of RGB tiles ``[n, 3, s, s]`` in [0, 1] to features ``[n, d]``
 (``[n, d, 1, 1]`` is flattened). Nothing is downloaded: foundation-model weights are exported to
@@ -20,11 +21,13 @@ import onnx
 import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
+from torch import nn
 
 from oncofed.errors import OncofedError
 from oncofed.models.export import OPSET
 
 ONNX_SUFFIXES = (".onnx",)
+PROGRAM_SUFFIXES = (".pt2",)
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 
 
@@ -48,13 +51,17 @@ class FrozenEncoder:
             raise EncoderError(f"{path}: no such encoder file")
         self.path, self.tile_size = path, tile_size
         suffix = path.suffix.lower()
+        self._program: torch.export.ExportedProgram | None = None
+        self._module: nn.Module | None = None
         if suffix in ONNX_SUFFIXES:
             self._session = _onnx_session(path)
-            self._script: torch.jit.ScriptModule | None = None
+        elif suffix in PROGRAM_SUFFIXES:
+            self._program = _program(path)
+            self._module = self._program.module()
         elif suffix in TORCHSCRIPT_SUFFIXES:
-            self._script = _torchscript(path)
+            self._module = _torchscript(path)
         else:
-            known = ", ".join(ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES)
+            known = ", ".join(ONNX_SUFFIXES + PROGRAM_SUFFIXES + TORCHSCRIPT_SUFFIXES)
             raise EncoderError(f"{path}: unknown encoder format {suffix!r} (use {known})")
         probe = self(np.full((2, 3, tile_size, tile_size), 0.5, np.float32))
         self.features = int(probe.shape[1])
@@ -62,9 +69,9 @@ class FrozenEncoder:
     def __call__(self, tiles: NDArray[np.float32]) -> NDArray[np.float32]:
         """Features ``[n, d]`` of tiles ``[n, 3, s, s]``."""
         try:
-            if self._script is not None:
+            if self._module is not None:
                 with torch.inference_mode():
-                    output = self._script(torch.from_numpy(tiles)).numpy()
+                    output = self._module(torch.from_numpy(tiles)).numpy()
             else:
                 name = self._session.get_inputs()[0].name
                 output = self._session.run(None, {name: tiles})[0]
@@ -83,8 +90,8 @@ class FrozenEncoder:
         return features
 
     def to_onnx(self, out: Path) -> onnx.ModelProto:
-        """The encoder as an ONNX graph at the exporter's opset (TorchScript is converted)."""
-        if self._script is None:
+        """The encoder as an ONNX graph at the exporter's opset (torch files are converted)."""
+        if self._module is None:
             model = onnx.load(str(self.path))
         else:
             example = torch.full((2, 3, self.tile_size, self.tile_size), 0.5)
@@ -92,9 +99,10 @@ class FrozenEncoder:
                 warnings.simplefilter("ignore")
                 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
                 torch.onnx.export(
-                    self._script, (example,), str(out), input_names=["tiles"],
-                    output_names=["features"], dynamic_axes={"tiles": {0: "tiles"}},
-                    opset_version=OPSET, dynamo=False,
+                    self._program or self._module, (example,), str(out),
+                    input_names=["tiles"], output_names=["features"],
+                    dynamic_axes=None if self._program else {"tiles": {0: "tiles"}},
+                    opset_version=OPSET, dynamo=self._program is not None,
                 )  # fmt: skip
             model = onnx.load(str(out))
         current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -114,6 +122,14 @@ def _onnx_session(path: Path) -> ort.InferenceSession:
         names = [i.name for i in session.get_inputs()]
         raise EncoderError(f"{path}: an encoder takes one input (tiles), this one takes {names}")
     return session
+
+
+def _program(path: Path) -> torch.export.ExportedProgram:
+    try:
+        return torch.export.load(str(path))
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderError(f"{path}: not a torch.export program ({first})") from exc
 
 
 def _torchscript(path: Path) -> torch.jit.ScriptModule:

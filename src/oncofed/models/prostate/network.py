@@ -74,16 +74,18 @@ class SlideGrader(nn.Module):
 
 
 class ExportedGrader(nn.Module):
-    """What the ONNX file computes from a bag: per tile row, the slide's grade-group
-    probabilities and P(cancer) (every row the same, so a facility that averages tile rows
-    gets the slide's), and each tile's attention."""
+    """What the ONNX file computes from a bag (after ``normaliser``, if any): per tile row, the
+    slide's grade-group probabilities and P(cancer) (every row the same, so a facility that
+    averages tile rows gets the slide's), and each tile's attention."""
 
-    def __init__(self, grader: SlideGrader) -> None:
+    def __init__(self, grader: SlideGrader, normaliser: nn.Module | None = None) -> None:
         super().__init__()
-        self.grader = grader
+        self.grader, self.normaliser = grader, normaliser
 
     def forward(self, bag: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``[n, ...]`` to (``[n, 6]``, ``[n]``, ``[n]``)."""
+        if self.normaliser is not None:
+            bag = self.normaliser(bag)
         logits, attention = self.grader.attend(bag)
         rows = torch.ones_like(attention)[:, None]
         probabilities = grade_probabilities(logits) * rows

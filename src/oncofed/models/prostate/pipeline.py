@@ -48,6 +48,7 @@ from oncofed.models.prostate.ordinal import (
     grade_probabilities,
     quadratic_kappa,
 )
+from oncofed.models.prostate.stain_graph import BagMacenko
 from oncofed.models.stain import MacenkoNormaliser, Stains
 from oncofed.models.training import TrainConfig, TrainHistory, fit, predict, seed_everything
 from oncofed.wsi.tiling import TileGrid
@@ -99,7 +100,12 @@ class ProstateSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProstateSettings:
         """Settings saved with a model."""
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise OncofedError(
+                f"saved settings {sorted(data)} are not {PIPELINE} settings ({exc})"
+            ) from exc
 
 
 class _FrozenFeatures(nn.Module):
@@ -287,48 +293,59 @@ def infer_slide(
 
 def export(grader: Grader, path: Path) -> float:
     """Export tiles -> (grade probabilities, P(cancer), attention) with a dynamic bag size to
-    ONNX at ``path``; return its largest difference from PyTorch on seeded tiles."""
-    if grader.settings.stain != "none":
-        raise ExportError(
-            "stain normalisation runs at the node before the model; export a model trained "
-            "with --stain none (stain augmentation makes it robust) for the facility"
-        )
+    ONNX at ``path``, stain normaliser and frozen encoder included; return its largest
+    difference from PyTorch on seeded tiles."""
     size = grader.settings.tile_size
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(7, 3, size, size, generator=generator)
     check = torch.rand(23, 3, size, size, generator=generator)
+    normaliser = _graph_normaliser(grader.settings)
     if grader.encoder is None:
-        wrapped = ExportedGrader(grader.network).eval()
+        wrapped = ExportedGrader(grader.network, normaliser).eval()
         export_onnx(wrapped, example, path, input_names=[INPUT_NAME], output_names=OUTPUTS,
                     dynamic_axes={INPUT_NAME: {0: "tiles"}})  # fmt: skip
     else:
-        _export_with_frozen_encoder(grader, path)
-        wrapped = ExportedGrader(grader.eager()).eval()
+        _export_with_frozen_encoder(grader, normaliser, example, path)
+        wrapped = ExportedGrader(grader.eager(), normaliser).eval()
     return check_onnx_matches(wrapped, path, check)
 
 
-def _export_with_frozen_encoder(grader: Grader, path: Path) -> None:
-    """The aggregator exported on features, then merged behind the encoder's own graph."""
+def _graph_normaliser(settings: ProstateSettings) -> BagMacenko | None:
+    normaliser = settings.normaliser()
+    return None if normaliser is None else BagMacenko(normaliser.reference).eval()
+
+
+def _export_with_frozen_encoder(
+    grader: Grader, normaliser: BagMacenko | None, example: Tensor, path: Path
+) -> None:
+    """Normaliser (if any), the encoder's own graph and the aggregator (exported on features),
+    joined into one graph."""
     assert grader.encoder is not None
     features = torch.rand(7, grader.settings.features, generator=torch.Generator().manual_seed(0))
+    parts: list[onnx.ModelProto] = []
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        head_path = Path(scratch) / "head.onnx"
-        export_onnx(ExportedGrader(grader.network).eval(), features, head_path,
+        if normaliser is not None:
+            export_onnx(normaliser, example, Path(scratch) / "stain.onnx",
+                        input_names=[INPUT_NAME], output_names=["normalised"],
+                        dynamic_axes={INPUT_NAME: {0: "tiles"}})  # fmt: skip
+            parts.append(onnx.load(str(Path(scratch) / "stain.onnx")))
+        parts.append(grader.encoder.to_onnx(Path(scratch) / "encoder.onnx"))
+        export_onnx(ExportedGrader(grader.network).eval(), features, Path(scratch) / "head.onnx",
                     input_names=["features"], output_names=OUTPUTS,
                     dynamic_axes={"features": {0: "tiles"}})  # fmt: skip
-        head = onnx.load(str(head_path))
-        encoder = grader.encoder.to_onnx(Path(scratch) / "encoder.onnx")
-    encoder.ir_version = max(encoder.ir_version, head.ir_version)  # newer IR reads older
-    head.ir_version = encoder.ir_version
-    encoder = onnx.compose.add_prefix(encoder, "encoder/")
-    head = onnx.compose.add_prefix(head, "head/")
+        parts.append(onnx.load(str(Path(scratch) / "head.onnx")))
+    ir_version = max(part.ir_version for part in parts)  # a newer IR reads older graphs
     try:
-        merged = onnx.compose.merge_models(
-            encoder,
-            head,
-            io_map=[(encoder.graph.output[0].name, "head/features")],
-            outputs=[f"head/{name}" for name in OUTPUTS],
-        )
+        merged = None
+        for index, part in enumerate(parts):
+            part.ir_version = ir_version
+            part = onnx.compose.add_prefix(part, f"part{index}/")
+            if merged is None:
+                merged = part
+                continue
+            link = [(merged.graph.output[0].name, part.graph.input[0].name)]
+            merged = onnx.compose.merge_models(merged, part, io_map=link)
+        assert merged is not None
         _rename(merged, merged.graph.input[0].name, INPUT_NAME)
         for output, name in zip(merged.graph.output, OUTPUTS, strict=True):
             _rename(merged, output.name, name)
