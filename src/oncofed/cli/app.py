@@ -20,6 +20,7 @@ from oncofed.cli import (
     node,
     slides,
     tef,
+    tef_hub,
 )
 from oncofed.deid import cli as deid_cli
 from oncofed.errors import OncofedError
@@ -41,6 +42,11 @@ hub.app.add_typer(hub_access.audit_app, name="audit")
 node.app.add_typer(hub_access.node_requests_app, name="requests")
 app.add_typer(labels.app, name="labels")
 app.add_typer(tef.app, name="tef")
+tef.app.command("register")(tef_hub.register)
+tef.app.command("benchmarks")(tef_hub.benchmarks)
+tef.app.command("submit")(tef_hub.submit)
+tef.app.command("report")(tef_hub.report)
+tef.app.command("leaderboard")(tef_hub.leaderboard)
 app.add_typer(models.app, name="models")
 app.add_typer(access.users, name="users")
 app.add_typer(access.tokens, name="tokens")

@@ -61,11 +61,19 @@ def serve(
         uvicorn.run(create_hub_app(hub), host=host, port=port, log_level="warning")
 
 
-def _call(method: str, url: str, token: str, **kwargs: Any) -> Any:
+def hub_request(
+    method: str,
+    url: str,
+    token: str,
+    *,
+    timeout: float = 130,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """A hub API response (status < 400), or a clear error from its problem details."""
+    headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
     try:
-        response = httpx.request(
-            method, url, headers={"Authorization": f"Bearer {token}"}, timeout=130, **kwargs
-        )
+        response = httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {url}: {exc}") from exc
     if response.status_code < 400:
@@ -83,7 +91,7 @@ def _call(method: str, url: str, token: str, **kwargs: Any) -> Any:
 @nodes_app.command("list")
 def nodes_list(hub: HubUrl, token: Token) -> None:
     """Registered nodes, their key fingerprints and status."""
-    rows = _call("GET", f"{hub}/hub/v1/nodes", token).json()
+    rows = hub_request("GET", f"{hub}/hub/v1/nodes", token).json()
     table = Table(title=f"nodes of {hub}")
     for column in ("node", "name", "status", "online"):
         table.add_column(column)
@@ -98,21 +106,21 @@ def nodes_list(hub: HubUrl, token: Token) -> None:
 @nodes_app.command("approve")
 def approve(node: Annotated[str, typer.Argument()], hub: HubUrl, token: Token) -> None:
     """Let a node join (check its key fingerprint with its operator first)."""
-    answer = _call("POST", f"{hub}/hub/v1/nodes/{node}/approve", token).json()
+    answer = hub_request("POST", f"{hub}/hub/v1/nodes/{node}/approve", token).json()
     console.print(f"node {answer['node_id']}: {answer['status']}")
 
 
 @nodes_app.command("reject")
 def reject(node: Annotated[str, typer.Argument()], hub: HubUrl, token: Token) -> None:
     """Refuse a node."""
-    answer = _call("POST", f"{hub}/hub/v1/nodes/{node}/reject", token).json()
+    answer = hub_request("POST", f"{hub}/hub/v1/nodes/{node}/reject", token).json()
     console.print(f"node {answer['node_id']}: {answer['status']}")
 
 
 @nodes_app.command("remove")
 def remove(node: Annotated[str, typer.Argument()], hub: HubUrl, token: Token) -> None:
     """Take an approved node out: its messages are refused, its catalogue entry hidden."""
-    answer = _call("POST", f"{hub}/hub/v1/nodes/{node}/remove", token).json()
+    answer = hub_request("POST", f"{hub}/hub/v1/nodes/{node}/remove", token).json()
     console.print(f"node {answer['node_id']}: {answer['status']}")
 
 
@@ -135,7 +143,7 @@ def search(
         "facets": [f.strip() for f in facets.split(",") if f.strip()],
         "deadline_s": deadline,
     }
-    lines = _call("POST", f"{hub}/hub/v1/search", token, json=body).text.splitlines()
+    lines = hub_request("POST", f"{hub}/hub/v1/search", token, json=body).text.splitlines()
     parsed = [json.loads(line) for line in lines if line]
     if as_json:
         for line in parsed:

@@ -61,6 +61,12 @@ def create_hub_app(hub: Hub) -> FastAPI:
     app.include_router(_node_routes(hub), prefix="/hub/v1")
     app.include_router(_people_routes(hub), prefix="/hub/v1")
     app.include_router(governance_router(hub), prefix="/hub/v1")
+    # imported here: the facility's routes use this module's Caller dependency
+    from oncofed.hub.facility import Facility
+    from oncofed.hub.facility_api import facility_router, install_facility_problems
+
+    app.include_router(facility_router(Facility(hub)), prefix="/hub/v1")
+    install_facility_problems(app)
     return app
 
 

@@ -231,12 +231,16 @@ def _check_files(root: Path, info: AlgorithmInfo) -> None:
             raise AlgorithmError(f"{root}: {name} is not a file inside the package")
 
 
+def _package_files(root: Path) -> list[Path]:
+    """The package's files in path order (byte-code caches are not part of it)."""
+    files = (p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(files)
+
+
 def package_sha256(root: Path) -> str:
     """SHA-256 over every file's package-relative path and content hash, in path order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if "__pycache__" in path.parts:
-            continue
+    for path in _package_files(root):
         with path.open("rb") as handle:
             content = hashlib.file_digest(handle, "sha256").hexdigest()
         digest.update(f"{path.relative_to(root).as_posix()}\0{content}\n".encode())
@@ -338,26 +342,43 @@ def check_graph(manifest: Manifest, graph: dict[str, Any]) -> None:
         )
 
 
-def unpack_package(archive: bytes, packages_dir: Path, expected_sha256: str) -> AlgorithmPackage:
+def unpack_package(
+    archive: bytes, packages_dir: Path, expected_sha256: str | None
+) -> AlgorithmPackage:
     """A package shipped as a zip (e.g. in a hub task), unpacked once into
-    ``packages_dir/<sha256>`` and accepted only if its content hash is ``expected_sha256``."""
-    if not re.fullmatch(r"[0-9a-f]{64}", expected_sha256):
+    ``packages_dir/<sha256>``; with ``expected_sha256`` it is accepted only if its content hash
+    is that one (a node checks what the hub sent; the hub, receiving a submission, learns it)."""
+    if expected_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", expected_sha256):
         raise AlgorithmError(f"expected package sha256 {expected_sha256!r} is not 64 hex digits")
-    target = packages_dir / expected_sha256
-    if not target.is_dir():
-        packages_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=packages_dir))
-        try:
-            _extract(archive, staging)
-            found = package_sha256(staging)
-            if found != expected_sha256:
-                raise AlgorithmError(
-                    f"package content hash {found} is not the expected {expected_sha256}"
-                )
+    if expected_sha256 is not None and (packages_dir / expected_sha256).is_dir():
+        return load_package(packages_dir / expected_sha256)
+    packages_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=packages_dir))
+    try:
+        _extract(archive, staging)
+        found = package_sha256(staging)
+        if expected_sha256 is not None and found != expected_sha256:
+            raise AlgorithmError(
+                f"package content hash {found} is not the expected {expected_sha256}"
+            )
+        target = packages_dir / found
+        if not target.is_dir():
             staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return load_package(target)
+
+
+def zip_package(root: Path) -> bytes:
+    """The package folder as a zip that :func:`unpack_package` restores to the same hash
+    (members in path order with fixed timestamps, so equal packages give equal bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in _package_files(root):
+            member = zipfile.ZipInfo(path.relative_to(root).as_posix(), (1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            bundle.writestr(member, path.read_bytes())
+    return buffer.getvalue()
 
 
 def _extract(archive: bytes, into: Path) -> None:

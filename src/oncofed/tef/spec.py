@@ -105,6 +105,8 @@ class BenchmarkSpec(StrictModel):
     subgroups: tuple[Subgroup, ...] = ("site",)
     operating_points: tuple[float, ...] = (0.5,)
     """Score thresholds at which binary sensitivity, specificity, PPV and NPV are reported."""
+    synthetic: bool = False
+    """The benchmark's cases are generated, not patients: its reports carry a banner."""
 
     @field_validator("cohort")
     @classmethod
