@@ -103,6 +103,10 @@ class Preprocessing(StrictModel):
     """Slides: micrometres per pixel of the tiles."""
     tile_aggregation: Literal["mean", "max"] = "mean"
     """Slides: how per-tile outputs become the slide's."""
+    crop: Literal["none", "ultrasound-region"] = "none"
+    """DICOM images: ``ultrasound-region`` crops to the largest 2D tissue region of the Sequence
+    of Ultrasound Regions (text and scales around it left out) before resizing; an image without
+    one is fed whole."""
 
 
 class OutputTensor(StrictModel):

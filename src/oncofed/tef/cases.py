@@ -26,6 +26,7 @@ from oncofed.errors import OncofedError
 from oncofed.node import Node
 from oncofed.tef.algorithm import Manifest
 from oncofed.tef.spec import BenchmarkSpec
+from oncofed.ultrasound import crop_to_region
 from oncofed.wsi.open import open_slide
 from oncofed.wsi.tiling import read_tile, tile_grid
 
@@ -169,6 +170,8 @@ def _dicom_image(
         pixels = pixels[0 if spec.input.preprocessing.image == "first" else frames // 2]
     if int(ds.get("SamplesPerPixel", 1) or 1) == 1:
         pixels = pixels[..., None]
+    if manifest.preprocessing.crop == "ultrasound-region":
+        pixels = crop_to_region(pixels, ds)
     return _normalise(pixels, manifest)
 
 

@@ -18,14 +18,12 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from oncofed.errors import OncofedError
+from oncofed.ultrasound import Box, clipped, region_from_sequence
 
 INPUT_SIZE = 64
 """Default side of the square model input."""
-_TISSUE_2D = 1  # RegionSpatialFormat 2D, RegionDataType tissue
 _HEURISTIC_LEVEL = 8  # grey level above which a pixel may belong to the B-mode image
 _HEURISTIC_CLOSING = 5  # pixels: bridge speckle's dark gaps before finding the largest area
-
-Box = tuple[int, int, int, int]
 
 
 class UltrasoundImageError(OncofedError):
@@ -54,27 +52,6 @@ def read_grey(ds: Dataset, source: str) -> NDArray[np.float64]:
     return pixels
 
 
-def region_from_sequence(ds: Dataset) -> Box | None:
-    """``(x0, y0, x1, y1)`` (inclusive) of the largest 2D tissue region, or None."""
-    best: Box | None = None
-    for item in ds.get("SequenceOfUltrasoundRegions") or []:
-        try:
-            box = (
-                int(item.RegionLocationMinX0),
-                int(item.RegionLocationMinY0),
-                int(item.RegionLocationMaxX1),
-                int(item.RegionLocationMaxY1),
-            )
-        except (AttributeError, TypeError, ValueError):
-            continue
-        spatial = int(item.get("RegionSpatialFormat", _TISSUE_2D) or 0)
-        if spatial != _TISSUE_2D or box[2] <= box[0] or box[3] <= box[1]:
-            continue
-        if best is None or _area(box) > _area(best):
-            best = box
-    return best
-
-
 def region_by_heuristic(grey: NDArray[np.float64]) -> Box:
     """Bounding box of the largest bright area once thin strokes (text, scales) are opened away
     and speckle's dark gaps closed."""
@@ -94,12 +71,8 @@ def region_by_heuristic(grey: NDArray[np.float64]) -> Box:
 def imaging_region(ds: Dataset, grey: NDArray[np.float64]) -> Box:
     """The region to crop: from the region sequence when present, else by heuristic; clipped."""
     rows, cols = grey.shape
-    x0, y0, x1, y1 = region_from_sequence(ds) or region_by_heuristic(grey)
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, cols - 1), min(y1, rows - 1)
-    if x1 <= x0 or y1 <= y0:
-        return (0, 0, cols - 1, rows - 1)
-    return (x0, y0, x1, y1)
+    box = region_from_sequence(ds) or region_by_heuristic(grey)
+    return clipped(box, rows, cols) or (0, 0, cols - 1, rows - 1)
 
 
 def region_pixels(ds: Dataset, source: str = "image") -> NDArray[np.float64]:
@@ -131,7 +104,3 @@ def read_dicom(path: Path) -> Dataset:
 def load_input(path: Path, *, size: int = INPUT_SIZE) -> NDArray[np.float32]:
     """Read a DICOM file and :func:`prepare` it."""
     return prepare(read_dicom(path), size=size, source=str(path))
-
-
-def _area(box: Box) -> int:
-    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
