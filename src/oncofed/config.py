@@ -45,6 +45,10 @@ class NodeSettings(BaseSettings):
     queries_per_day: int = Field(
         default=500, ge=1, description="Federated queries a hub user may run here per UTC day"
     )
+    evaluation_benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Benchmark ids this node evaluates for its hub ('*': any); none by default",
+    )
     oidc_issuer: str | None = Field(default=None, description="Trusted OpenID Connect issuer")
     oidc_audience: str | None = Field(default=None, description="Audience tokens must name")
     oidc_jwks_url: str | None = Field(

@@ -43,7 +43,7 @@ SPEC: dict[str, Any] = {
     "subgroups": ["site"],
     "synthetic": True,
 }
-NODES = {"hospital-a": 5, "hospital-b": 6, "hospital-c": None}  # seed; None: no labels
+NODES = {"hospital-a": 5, "hospital-b": 6, "hospital-c": None}  # seed; None: no data, no opt-in
 CONSTANT = "import numpy as np\ndef predict(x):\n    return np.full((len(x), 1), 0.5)\n"
 
 
@@ -52,7 +52,9 @@ def _labelled_node(fed: Federation, name: str, seed: int | None) -> None:
     and approved."""
     home = fed.root / name
     with Node.init(home, name=name) as node:
-        write_settings(home, node.settings.model_copy(update={"min_count": 1, "count_rounding": 1}))
+        taking_part = [SPEC["id"]] if seed is not None else []  # hospital-c: not opted in
+        exact = {"min_count": 1, "count_rounding": 1, "evaluation_benchmarks": taking_part}
+        write_settings(home, node.settings.model_copy(update=exact))
     if seed is not None:
         source = fed.root / f"{name}-in"
         rows = write_lesion_cohort(source / "dicom", [0, 1] * 10, seed=seed)
@@ -153,7 +155,7 @@ def test_a_run_is_evaluated_at_every_node_pooled_reported_and_ranked(fed: Federa
                     headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
     assert run["state"] == "completed", run
     assert [n["node"] for n in run["nodes"]] == ["hospital-a", "hospital-b"]
-    assert set(run["failures"]) == {"hospital-c"}  # no labelled cases there
+    assert "does not take part in benchmark" in run["failures"]["hospital-c"]
     assert "hospital-a: 20 cases, auroc" in out and "pooled over 2 nodes" in out
     target, score = _predictions(fed, run)  # read at the nodes: the test can, the hub cannot
     pooled = run["pooled"]

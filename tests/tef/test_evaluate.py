@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from oncofed.config import write_settings
 from oncofed.ingest.slides import SlideInput
 from oncofed.node import Node
 from oncofed.server.service import NodeService
-from oncofed.tef.algorithm import AlgorithmError, load_package, package_sha256
+from oncofed.tef.algorithm import AlgorithmError, load_package, package_sha256, zip_package
 from oncofed.tef.evaluate import EvaluationError, EvaluationOptions, evaluate_at_node
 from oncofed.tef.spec import parse_spec
 from oncofed.testing.wsi import make_slide
@@ -216,16 +214,18 @@ def test_hub_task_ships_the_package_and_checks_its_hash(
 ) -> None:
     home = tmp_path / "copy"
     shutil.copytree(cohort[0], home)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        for path in onnx_package.iterdir():
-            bundle.write(path, path.name)
     algorithm = {"sha256": package_sha256(onnx_package),
-                 "package_zip": base64.b64encode(buffer.getvalue()).decode()}  # fmt: skip
+                 "package_zip": base64.b64encode(zip_package(onnx_package)).decode()}  # fmt: skip
+    task = {"benchmark": SPEC, "algorithm": algorithm, "user": "alice"}
+    refused = pytest.raises(EvaluationError, match="does not take part in benchmark")
+    with NodeService.open(home) as service, refused:  # no benchmark until the node opts in
+        HANDLERS["tef.evaluate"](AgentContext(service, "node-1"), task)
+    with Node(home) as node:
+        taking_part = {"evaluation_benchmarks": [SPEC["id"]]}
+        write_settings(home, node.settings.model_copy(update=taking_part))
     service = NodeService(Node(home))
     try:
         context = AgentContext(service, "node-1")
-        task = {"benchmark": SPEC, "algorithm": algorithm, "user": "alice"}
         result = HANDLERS["tef.evaluate"](context, task)
         assert result["status"] == "completed"
         assert result["algorithm"]["sha256"] == algorithm["sha256"]

@@ -318,10 +318,15 @@ def _aggregate(
 @handler("tef.evaluate")
 def evaluate_task(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
     """A hub task: ``{"benchmark": <spec>, "algorithm": {"sha256": <hex>, "package_zip":
-    <base64 zip>}, "user": <hub user>}``. The package is unpacked under the node home once per
+    <base64 zip>}, "user": <hub user>}`` for a benchmark the node's data holder listed in
+    ``evaluation_benchmarks`` (opt-in). The package is unpacked under the node home once per
     content hash and must hash to ``sha256``; the result is :func:`evaluate_at_node`'s. The
     catalog is held for the whole run."""
     spec = parse_spec(body.get("benchmark"), source="task benchmark")
+    settings = ctx.service.node.settings
+    if not {spec.id, "*"} & set(settings.evaluation_benchmarks):
+        raise EvaluationError(f"node {settings.name} does not take part in benchmark {spec.id}"
+                              " (its data holder lists them in evaluation_benchmarks)")  # fmt: skip
     algorithm = body.get("algorithm")
     if not isinstance(algorithm, dict) or not isinstance(algorithm.get("package_zip"), str):
         raise EvaluationError("the task needs algorithm.package_zip (base64) and algorithm.sha256")
