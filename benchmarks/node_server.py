@@ -423,7 +423,8 @@ def main() -> None:
             goal = "met" if ours < theirs else "not met"
         else:
             goal = "met" if ours >= theirs else "not met"
-        rows.append([metric, ours, theirs, ours / theirs, goal])
+        ratio = ours / theirs if theirs else float("nan")  # a peer that answered nothing
+        rows.append([metric, ours, theirs, ratio, goal])
     print_table(
         f"node server vs Orthanc ({machine()}; load: {'wrk' if use_wrk else 'Python threads'})",
         ["metric", "oncofed", "Orthanc", "oncofed / Orthanc", "goal"],
@@ -434,7 +435,7 @@ def main() -> None:
         "server CPU seconds per phase (both servers' processes, all threads)",
         ["phase", "oncofed", "Orthanc", "oncofed / Orthanc"],
         [
-            [k, servers[1].cpu[k], servers[0].cpu[k], servers[1].cpu[k] / servers[0].cpu[k]]
+            [k, servers[1].cpu[k], servers[0].cpu[k], servers[1].cpu[k] / (servers[0].cpu[k] or 1)]
             for k in labels
         ],
     )

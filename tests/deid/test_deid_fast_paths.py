@@ -72,17 +72,22 @@ def test_redactor_matches_one_regex_over_all_identifiers(text: str) -> None:
     assert Redactor(identifiers)(text) == _full_regex(identifiers, text)
 
 
-def test_scan_gives_the_same_hits_with_and_without_aho_corasick(
-    corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("padding", [0, verify.DFA_BYTES])  # both ahocorasick_rs automata
+def test_scan_gives_the_same_hits_with_either_aho_corasick_or_none(
+    corpus: Corpus, monkeypatch: pytest.MonkeyPatch, padding: int
 ) -> None:
     needles = Needles(["iso8859"], ["ANONYMOUS"])
     needles.add_name("(0010,0010) PatientName", "FakePatient^Alpha")
     needles.add_text("(0010,0020) PatientID", "FAKEID00007")
     needles.add_dates("(0010,0030) PatientBirthDate", "19700102")
     data = b"xx fakepatient yy" + "FAKEID00007".encode("utf-16-le") + b" 1970-01-02 alpha"
+    data += b" FAKEPATIENT again, 19700102 twice"  # later repeats: still the first offsets
+    data = bytes(range(256)) * (padding // 256) + data
+    fastest = scan(data, needles)
+    monkeypatch.setattr(verify, "ahocorasick_rs", None)
     fast = scan(data, needles)
     monkeypatch.setattr(verify, "ahocorasick", None)
     slow = scan(data, needles)
-    assert fast == slow
+    assert fastest == fast == slow
     assert {hit.encoding for hit in slow} == {"latin-1", "utf-16-le"}
     assert scan(Path(corpus.files[0].path).read_bytes()[:10], needles) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import pickle
+import re
 from io import BytesIO
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from oncofed.deid import verify
 from oncofed.deid.corpus import SAFE_PRIVATE, Corpus, Planted, generate_corpus
 from oncofed.deid.profile import DEFAULT_OPTIONS
 from oncofed.deid.stage import DeidStage, make_stage
@@ -219,3 +221,34 @@ def test_basic_profile_without_options_removes_dates_and_descriptors(corpus: Cor
     assert ds.StudyDate == "" and "StudyDescription" not in ds
     assert ds.LongitudinalTemporalInformationModified == "REMOVED"
     assert 0x00111001 not in ds  # no private attribute without retain-safe-private
+
+
+MATCHERS = {
+    "ahocorasick_rs": (),
+    "pyahocorasick": ("ahocorasick_rs",),
+    "bytes.find": ("ahocorasick_rs", "ahocorasick"),
+}
+
+
+@pytest.mark.parametrize("matcher", list(MATCHERS))
+@pytest.mark.parametrize(
+    ("where", "label"), [("pixel data", "(0010,0020)"), ("safe private element", "(0010,0030)")]
+)
+def test_verification_finds_a_value_planted_in_pixels_or_kept_private_data(
+    corpus: Corpus, monkeypatch: pytest.MonkeyPatch, matcher: str, where: str, label: str
+) -> None:
+    for disabled in MATCHERS[matcher]:
+        monkeypatch.setattr(verify, disabled, None)
+    ds = pydicom.dcmread(_by(corpus, "CT").path)
+    if where == "pixel data":  # lower-cased, UTF-16-BE, at the end of the file's last element
+        leak = str(ds.PatientID).lower().encode("utf-16-be")
+        pixels = bytearray(ds.PixelData)
+        pixels[-len(leak) :] = leak
+        ds.PixelData = bytes(pixels)
+    else:  # the birth date in an attribute the safe-private option keeps
+        ds[0x00111001].value = str(ds.PatientBirthDate)
+    buffer = BytesIO()
+    ds.save_as(buffer)
+    stage = make_stage(KEY, OPTIONS, SAFE_PRIVATE)
+    with pytest.raises(QuarantineError, match=f"identifying values remain.*{re.escape(label)}"):
+        stage.apply(buffer.getvalue(), "leaky.dcm")

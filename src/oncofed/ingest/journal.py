@@ -6,9 +6,9 @@ journal file is removed once every instance it names is catalogued. A process ki
 between leaves the journal behind, and :func:`pending` hands its entries back to be
 catalogued when the node is next served.
 
-The line is appended with one ``write`` (no fsync of its own): the kernel keeps it through a
-crash of the process, and the file system writes it out with its next commit (ext4: within
-5 s), as it does the blob's directory entry.
+Lines are appended with one ``write`` per call (no fsync of their own): the kernel keeps them
+through a crash of the process, and the file system writes them out with its next commit (ext4:
+within 5 s), as it does the blob's directory entry.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +44,11 @@ class Journal(Closing):
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._lock = threading.Lock()
 
-    def append(self, staged: Staged) -> None:
-        """Add one line (a single ``write``, so lines never interleave)."""
-        line = json.dumps([staged.digest, staged.collection_id, staged.source]) + "\n"
+    def append(self, entries: Sequence[Staged]) -> None:
+        """Add one line per entry (a single ``write``, so lines never interleave)."""
+        lines = "".join(json.dumps([e.digest, e.collection_id, e.source]) + "\n" for e in entries)
         with self._lock:
-            os.write(self._fd, line.encode("utf-8"))
+            os.write(self._fd, lines.encode("utf-8"))
 
     def close(self) -> None:
         """Close the file (it stays until :meth:`remove`)."""

@@ -2,7 +2,8 @@
 
 A :class:`ReceiveSession` (one per DIMSE association or STOW-RS request) runs each payload
 through de-identify → parse → store (blob fsynced) → staging journal and says at once what
-became of it: stored, already present, in conflict with a stored instance, or failed. The
+became of it: stored, already present, in conflict with a stored instance, or failed (a
+STOW-RS request's instances are looked up in one query and fsynced together). The
 :class:`Receiver`'s committer thread writes the catalog rows in batches: what was accepted in
 the last ``COMMIT_DELAY_S`` (or ``COMMIT_RECORDS`` instances), or at once when a session is
 closing, so a sender waits for no catalog transaction and the receiving threads are seldom
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,8 +44,19 @@ CONFLICT_REASON = "SOP Instance UID already stored with different content"
 
 Writer = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """Holds the catalog connection exclusively for a write."""
-Lookup = Callable[[str], str | None]
-"""SOP Instance UID → sha256 of the catalogued instance, if any."""
+Lookup = Callable[[Sequence[str]], dict[str, str]]
+"""SOP Instance UIDs → sha256 of those catalogued (the others are absent)."""
+GROUP_BYTES = 64 << 20
+"""De-identified bytes :meth:`ReceiveSession.accept_many` holds before storing them together."""
+
+
+@dataclass(frozen=True)
+class _Cleaned:
+    """A payload de-identified and parsed, not yet stored."""
+
+    source: str
+    data: bytes
+    record: InstanceRecord
 
 
 @dataclass(frozen=True)
@@ -72,38 +84,78 @@ class ReceiveSession:
 
     def accept(self, source: str, raw: bytes) -> Outcome:
         """Store one payload durably (or say why not) and queue it for the catalog."""
-        self.report.files_seen += 1
-        outcome = self._accept(source, raw)
-        if isinstance(outcome, Conflict):
-            self.report.conflicts.append(Skipped(outcome.sop_uid, CONFLICT_REASON))
-        elif isinstance(outcome, Failure):
-            self.report.failed.append(Skipped(outcome.path, outcome.reason))
-        return outcome
+        return self.accept_many([(source, raw)])[0]
 
-    def _accept(self, source: str, raw: bytes) -> Outcome:
+    def accept_many(self, payloads: Sequence[tuple[str, bytes]]) -> list[Outcome]:
+        """Store payloads durably (or say why not), one outcome each, in order.
+
+        Instances are de-identified, then taken in groups of up to ``GROUP_BYTES``: one catalog
+        lookup and one fsync wait per group. A store failure fails its whole group.
+        """
+        outcomes: list[Outcome | None] = []
+        group: list[tuple[int, _Cleaned]] = []
+        size = 0
+        for source, raw in payloads:
+            cleaned = self._clean(source, raw)
+            outcomes.append(cleaned if isinstance(cleaned, Failure) else None)
+            if isinstance(cleaned, _Cleaned):
+                group.append((len(outcomes) - 1, cleaned))
+                size += len(cleaned.data)
+            if size >= GROUP_BYTES or (group and len(outcomes) == len(payloads)):
+                stored = self._store([c for _, c in group])
+                for (index, _), outcome in zip(group, stored, strict=True):
+                    outcomes[index] = outcome
+                group, size = [], 0
+        done = [outcome for outcome in outcomes if outcome is not None]
+        for outcome in done:
+            self._count(outcome)
+        return done
+
+    def _clean(self, source: str, raw: bytes) -> _Cleaned | Failure:
+        """De-identify and parse one payload."""
         if not raw:
             return Failure(source, "empty file")
         try:
             clean = self.stage.apply(raw, source)
-            digest = sha256_hex(clean)
-            record = parse_instance(clean, digest)
+            return _Cleaned(source, clean, parse_instance(clean, sha256_hex(clean)))
         except IngestError as exc:
             return Failure(source, exc.message)
-        known = self.receiver.claim(record)
-        if known is not None:
-            if known != digest:
-                return Conflict(source, CONFLICT_REASON, record.sop_uid)
-            self.report.already_present += 1
-            return record
+
+    def _store(self, group: list[_Cleaned]) -> list[Outcome]:
+        """Claim the group's UIDs, then store, journal and queue the new instances together."""
+        known = self.receiver.claim([c.record for c in group])
+        outcomes: list[Outcome] = []
+        fresh: list[_Cleaned] = []
+        for cleaned, digest in zip(group, known, strict=True):
+            record = cleaned.record
+            if digest is None:
+                fresh.append(cleaned)
+            elif digest != record.sha256:
+                outcomes.append(Conflict(cleaned.source, CONFLICT_REASON, record.sop_uid))
+                continue
+            else:
+                self.report.already_present += 1
+            outcomes.append(record)
+        if not fresh:
+            return outcomes
         try:
-            self.receiver.store.put(clean, digest)
-            self.journal.append(Staged(digest, self.collection_id, source))
-            self.receiver.enqueue(self, record)
+            self.receiver.store.put_many([(c.data, c.record.sha256) for c in fresh])
+            staged = [Staged(c.record.sha256, self.collection_id, c.source) for c in fresh]
+            self.journal.append(staged)
+            self.receiver.enqueue(self, [c.record for c in fresh])
         except (StoreError, OSError) as exc:
-            self.receiver.release(record)
+            self.receiver.release([c.record for c in fresh])
             reason = exc.message if isinstance(exc, StoreError) else str(exc)
-            return StoreFailure(source, reason)
-        return record
+            failed = {id(c.record): StoreFailure(c.source, reason) for c in fresh}
+            return [failed.get(id(outcome), outcome) for outcome in outcomes]
+        return outcomes
+
+    def _count(self, outcome: Outcome) -> None:
+        self.report.files_seen += 1
+        if isinstance(outcome, Conflict):
+            self.report.conflicts.append(Skipped(outcome.sop_uid, CONFLICT_REASON))
+        elif isinstance(outcome, Failure):
+            self.report.failed.append(Skipped(outcome.path, outcome.reason))
 
     def close(self) -> IngestReport:
         """Wait until this session's instances are catalogued; its report.
@@ -148,27 +200,34 @@ class Receiver(Closing):
         """A new session receiving into ``collection_id`` through ``stage``."""
         return ReceiveSession(self, collection_id, stage, actor)
 
-    def claim(self, record: InstanceRecord) -> str | None:
-        """The digest already stored (or being stored) under the record's SOP Instance UID;
-        None when there is none, and the UID is then reserved for this record."""
+    def claim(self, records: Sequence[InstanceRecord]) -> list[str | None]:
+        """For each record, the digest already stored (or being stored) under its SOP Instance
+        UID; None where there is none, and the UID is then reserved for that record. One
+        catalog lookup for all of them."""
         with self._changed:
-            known = self._pending.get(record.sop_uid) or self._lookup(record.sop_uid)
-            if known is None:
-                self._pending[record.sop_uid] = record.sha256
+            stored = self._lookup([r.sop_uid for r in records if r.sop_uid not in self._pending])
+            known: list[str | None] = []
+            for record in records:
+                digest = self._pending.get(record.sop_uid) or stored.get(record.sop_uid)
+                if digest is None:
+                    self._pending[record.sop_uid] = record.sha256
+                known.append(digest)
             return known
 
-    def release(self, record: InstanceRecord) -> None:
-        """Give up a reservation made by :meth:`claim` (the blob could not be stored)."""
+    def release(self, records: Sequence[InstanceRecord]) -> None:
+        """Give up reservations made by :meth:`claim` (the blobs could not be stored)."""
         with self._changed:
-            self._pending.pop(record.sop_uid, None)
+            for record in records:
+                if self._pending.get(record.sop_uid) == record.sha256:
+                    del self._pending[record.sop_uid]
 
-    def enqueue(self, session: ReceiveSession, record: InstanceRecord) -> None:
-        """Queue a stored, journalled instance for the next catalog batch."""
+    def enqueue(self, session: ReceiveSession, records: Sequence[InstanceRecord]) -> None:
+        """Queue stored, journalled instances for the next catalog batch."""
         with self._changed:
             if self._closing:
-                raise StoreError("the node is shutting down; the instance stays journalled")
-            session.uncommitted += 1
-            self._queue.append((session, record))
+                raise StoreError("the node is shutting down; the instances stay journalled")
+            session.uncommitted += len(records)
+            self._queue += [(session, record) for record in records]
             self._changed.notify_all()
 
     def wait_committed(self, session: ReceiveSession) -> None:

@@ -1,4 +1,4 @@
-"""STOW-RS: each received part goes through ``NodeService.receive`` (de-identification).
+"""STOW-RS: a request's parts go through ``NodeService.receive`` (de-identification) together.
 
 De-identification replaces UIDs, so the response names the *stored* UIDs: the ones QIDO and
 WADO answer with, as the ingest reports them for each part.
@@ -10,7 +10,6 @@ import io
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import zip_longest
 from typing import IO, Any
 
 import pydicom
@@ -107,14 +106,14 @@ def _store_batch(
         payloads.append((part.index, f"stow-part-{part.index + 1}", raw))
     if payloads:
         received = service.receive([(name, raw) for _, name, raw in payloads], actor=actor)
-        for (index, _, _), result in zip_longest(payloads, received.outcomes):
+        for (index, _, _), result in zip(payloads, received.outcomes, strict=True):
             _account(outcomes[index], result)
     return [outcomes[i] for i in sorted(outcomes)]
 
 
-def _account(outcome: Outcome, result: IngestOutcome | None) -> None:
+def _account(outcome: Outcome, result: IngestOutcome) -> None:
     """Fill a part's outcome from what the ingest did with it."""
-    if result is None or isinstance(result, StoreFailure):
+    if isinstance(result, StoreFailure):
         outcome.failure = OUT_OF_RESOURCES
         outcome.reason = "the node's store could not take the instance"
     elif isinstance(result, Conflict):

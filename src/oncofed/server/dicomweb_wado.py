@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import struct
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -19,12 +21,43 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 NATIVE = (EXPLICIT_LE, IMPLICIT_LE)
 Producer = Callable[[], Iterator[bytes]]
+META_BYTES = 4096
+"""Bytes read to find a blob's transfer syntax (file meta information is a few hundred)."""
+_META_ELEMENT = struct.Struct("<HH2s")
+_SHORT_LENGTH, _LONG_LENGTH = struct.Struct("<H"), struct.Struct("<I")
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+"""Explicit VRs with a 2-byte reserved field and a 4-byte length."""
+_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 @lru_cache(maxsize=1 << 16)
 def stored_syntax(path: Path) -> str:
     """The transfer syntax a blob is stored in (remembered: blobs never change)."""
-    return str(read_file_meta_info(path).TransferSyntaxUID)
+    with path.open("rb") as handle:
+        head = handle.read(META_BYTES)
+    return syntax_in(head) or str(read_file_meta_info(path).TransferSyntaxUID)
+
+
+def syntax_in(head: bytes) -> str | None:
+    """The Transfer Syntax UID in the file meta information at the start of a Part-10 file;
+    None where the start is not the usual one (pydicom then reads it)."""
+    if head[128:132] != b"DICM":
+        return None
+    offset = 132
+    while offset + 12 <= len(head):
+        group, element, vr = _META_ELEMENT.unpack_from(head, offset)
+        if group != 2:
+            return None
+        if vr in _LONG_VRS:  # tag, VR, 2 reserved bytes, 4-byte length
+            (length,), start = _LONG_LENGTH.unpack_from(head, offset + 8), offset + 12
+        else:  # tag, VR, 2-byte length
+            (length,), start = _SHORT_LENGTH.unpack_from(head, offset + 6), offset + 8
+        if element == 0x0010:
+            text = head[start : start + length].rstrip(b"\0 ").decode("ascii", "replace")
+            whole = start + length <= len(head)
+            return text if whole and _SYNTAX.fullmatch(text) else None
+        offset = start + length
+    return None
 
 
 def choose_syntax(stored: str, ranges: list[MediaRange]) -> str:

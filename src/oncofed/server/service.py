@@ -21,7 +21,7 @@ import duckdb
 from oncofed.catalog.catalog import Catalog
 from oncofed.catalog.writer import CollectionSpec
 from oncofed.closing import Closing
-from oncofed.ingest.pipeline import Outcome, StoreFailure
+from oncofed.ingest.pipeline import Outcome
 from oncofed.ingest.receive import Conflict, Receiver, ReceiveSession
 from oncofed.ingest.report import IngestReport
 from oncofed.ingest.stages import DeidentifyStage
@@ -92,7 +92,7 @@ class NodeService(Closing):
         self._stages: dict[str, DeidentifyStage] = {}
         self._closed = threading.Event()
         self._audit_delay_s = audit_delay_s
-        self._receiver = Receiver(node.store, self._writer, self._stored_digest)
+        self._receiver = Receiver(node.store, self._writer, self._stored_digests)
         try:
             for report in self._receiver.recover():
                 self._record(report, "recovery")
@@ -179,15 +179,12 @@ class NodeService(Closing):
         """Ingest objects received over the network through the node's de-identification;
         the result says what became of each payload (its stored, de-identified UIDs).
 
-        Stops at the first store failure: later payloads are not processed (their outcome is
-        missing from the result)."""
+        The payloads' UIDs are looked up together and their blobs fsynced together (see
+        :meth:`ReceiveSession.accept_many`); a store failure fails the payloads stored with it."""
         session = self.receiving(collection, actor=actor)
         outcomes: list[Outcome] = []
         try:
-            for name, raw in payloads:
-                outcomes.append(session.accept(name, raw))
-                if isinstance(outcomes[-1], StoreFailure):
-                    break
+            outcomes = session.accept_many(payloads)
         finally:
             report = self.finish(session)
         conflicts = {o.sop_uid for o in outcomes if isinstance(o, Conflict)}
@@ -212,10 +209,16 @@ class NodeService(Closing):
         with self._lock:
             yield self.node.catalog.con
 
-    def _stored_digest(self, sop_uid: str) -> str | None:
+    def _stored_digests(self, sop_uids: Sequence[str]) -> dict[str, str]:
+        """SOP Instance UID → sha256 of those catalogued, in one query."""
+        if not sop_uids:
+            return {}
         with self.connection() as con:
-            row = con.execute("SELECT sha256 FROM instance WHERE sop_uid = ?", [sop_uid]).fetchone()
-        return None if row is None else str(row[0])
+            rows = con.execute(
+                "SELECT sop_uid, sha256 FROM instance WHERE list_contains(?, sop_uid)",
+                [list(sop_uids)],
+            ).fetchall()
+        return {str(uid): str(digest) for uid, digest in rows}
 
     def _flush_audit_loop(self) -> None:
         while not self._closed.wait(self._audit_delay_s):
