@@ -17,15 +17,11 @@ Move to a newer edition: set ``COMMIT``, ``EDITION`` and ``SHA256`` below, rerun
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import pathlib
 import re
-import subprocess
-import sys
-import urllib.request
 from html.parser import HTMLParser
 
+from pinned_source import arguments, load, pinned_url, write_module
 from pydicom.valuerep import STANDARD_VR
 
 # The newest part15.html of that repository whose content the pinned snapshot holds (newer
@@ -33,10 +29,7 @@ from pydicom.valuerep import STANDARD_VR
 COMMIT = "db94f23df351b4c425da1bcdd3ed22a3d38fb7c3"
 EDITION = "2020b"
 SHA256 = "1fb2e239d52932513e4de1de8ed37e5925856cb58fbbdd882a0cdf7da5a3de86"
-URL = (
-    "https://raw.githubusercontent.com/innolitics/dicom-standard/"
-    f"{COMMIT}/dicom_standard/standard/part15.html"
-)
+URL = pinned_url(COMMIT, "dicom_standard/standard/part15.html")
 OUTPUT = pathlib.Path(__file__).resolve().parents[1] / "src/oncofed/deid/safe_private_table.py"
 TABLE_ID = 'id="table_E.3.10-1"'
 TAG = re.compile(r"^\(([0-9A-Fa-f]{4}),xx([0-9A-Fa-f]{2})\)$")
@@ -76,21 +69,6 @@ class _Table(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
             self._cell.append(data)
-
-
-def load(source: str | None) -> bytes:
-    """Read the HTML from ``source`` (a path) or download the pinned copy."""
-    if source:
-        data = pathlib.Path(source).read_bytes()
-    else:
-        with urllib.request.urlopen(URL, timeout=120) as response:
-            data = response.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != SHA256:
-        raise SystemExit(
-            f"source SHA-256 {digest} differs from the pinned {SHA256}: update the pin"
-        )
-    return data
 
 
 def parse(html: str) -> list[tuple[str, int, int, str, str, str, str]]:
@@ -156,13 +134,9 @@ def render(rows: list[tuple[str, int, int, str, str, str, str]]) -> str:
 
 def main() -> None:
     """Parse arguments, build the module, write it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", help="local copy of part15.html")
-    parser.add_argument("--output", default=str(OUTPUT))
-    args = parser.parse_args()
-    rows = parse(load(args.source).decode("utf-8"))
-    pathlib.Path(args.output).write_text(render(rows), encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", args.output], check=True)
+    args = arguments(__doc__, "local copy of part15.html", OUTPUT)
+    rows = parse(load(args.source, URL, SHA256, timeout=120).decode("utf-8"))
+    write_module(args.output, render(rows))
     print(f"wrote {args.output}: {len(rows)} rows from PS3.15 {EDITION} Table E.3.10-1")
 
 

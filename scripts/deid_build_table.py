@@ -14,24 +14,18 @@ Move to a newer edition: set ``COMMIT``, ``EDITION`` and ``SHA256`` below, rerun
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import pathlib
 import re
-import subprocess
-import sys
-import urllib.request
+
+from pinned_source import arguments, load, pinned_url, write_module
 
 COMMIT = "7f4749d09ed3ef2fa70637d376d423a4b13523cd"
 # The file was last regenerated upstream by commit 8670abdd ("Update standard to rev2024b"); later
 # monthly regenerations of the repository (up to rev 2024e at COMMIT) left this table unchanged.
 EDITION = "2024b"
 SHA256 = "a99a35d1278e2bace8d90ff791b11aea2d45f1e3e1230388eb5224c9dbcd29e6"
-URL = (
-    "https://raw.githubusercontent.com/innolitics/dicom-standard/"
-    f"{COMMIT}/standard/confidentiality_profile_attributes.json"
-)
+URL = pinned_url(COMMIT, "standard/confidentiality_profile_attributes.json")
 OUTPUT = pathlib.Path(__file__).resolve().parents[1] / "src/oncofed/deid/annex_e_table.py"
 
 # JSON column name -> option name used by oncofed (PS3.15 Table E.1-1 column).
@@ -49,21 +43,6 @@ OPTION_COLUMNS = {
 }
 BASIC_CODES = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
 TAG = re.compile(r"^\(([0-9A-FX]{4}),([0-9A-FX]{4})\)$")
-
-
-def load(source: str | None) -> bytes:
-    """Read the JSON from ``source`` (a path) or download the pinned copy."""
-    if source:
-        data = pathlib.Path(source).read_bytes()
-    else:
-        with urllib.request.urlopen(URL, timeout=60) as response:
-            data = response.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != SHA256:
-        raise SystemExit(
-            f"source SHA-256 {digest} differs from the pinned {SHA256}: update the pin"
-        )
-    return data
 
 
 def mask_of(group: str, element: str) -> tuple[int, int]:
@@ -133,13 +112,9 @@ def render(rows: list[dict[str, str]]) -> str:
 
 def main() -> None:
     """Parse arguments, build the module, write it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", help="local copy of confidentiality_profile_attributes.json")
-    parser.add_argument("--output", default=str(OUTPUT))
-    args = parser.parse_args()
-    rows = json.loads(load(args.source))
-    pathlib.Path(args.output).write_text(render(rows), encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", args.output], check=True)
+    args = arguments(__doc__, "local copy of confidentiality_profile_attributes.json", OUTPUT)
+    rows = json.loads(load(args.source, URL, SHA256, timeout=60))
+    write_module(args.output, render(rows))
     print(f"wrote {args.output}: {len(rows)} rows from PS3.15 {EDITION}")
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from governance_support import Clock
 
 from oncofed.access.policy import Role
 from oncofed.errors import NotFoundError
@@ -35,17 +36,9 @@ DRAFT = RequestDraft(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = utc_now()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(utc_now())
 
 
 @pytest.fixture

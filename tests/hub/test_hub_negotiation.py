@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from governance_support import Clock
 
 from oncofed.access.policy import Role
 from oncofed.errors import ForbiddenError, QueryError
@@ -62,19 +63,9 @@ RIGHT: dict[Action, Step] = {
 } | {Action.DECLINE: DECLINE_A}
 
 
-class Clock:
-    """A settable clock."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from tef_support import FAST, SIZE, python_package
 
 from oncofed.tef.algorithm import load_package, run_algorithm
-from oncofed.tef.sandbox import AlgorithmFailed, FailureReason, Limits
+from oncofed.tef.sandbox import AlgorithmFailed, FailureReason, Limits, SandboxRun
 
 BATCH = np.full((3, 1, SIZE, SIZE), 0.25, np.float32)
 
@@ -65,6 +65,12 @@ BAD = {
 }  # fmt: skip
 
 
+def run_code(tmp_path: Path, name: str, code: str) -> SandboxRun:
+    """Package ``code`` as a Python algorithm and run it on ``BATCH`` with the fast limits."""
+    package = load_package(python_package(tmp_path / name, code))
+    return run_algorithm(package, [BATCH], limits=FAST, work_root=tmp_path / "work")
+
+
 def test_good_algorithm_scores_and_reports_isolation(tmp_path: Path) -> None:
     package = load_package(python_package(tmp_path / "good", GOOD))
     run = run_algorithm(package, [BATCH, BATCH[:1]], limits=FAST, work_root=tmp_path / "work")
@@ -95,8 +101,7 @@ def test_some_garbage_on_stdout_is_only_logged(tmp_path: Path) -> None:
         "    sys.stdout.buffer.write(os.urandom(2048))\n    sys.stderr.write('\\x00\\x1b[2J')\n"
         "    return np.full(len(batch), 0.5)\n"
     )
-    package = load_package(python_package(tmp_path / "noisy", code))
-    run = run_algorithm(package, [BATCH], limits=FAST, work_root=tmp_path / "work")
+    run = run_code(tmp_path, "noisy", code)
     assert run.outputs[0].tolist() == [0.5, 0.5, 0.5]
     assert len(run.log_tail) >= 2048 // 2
 
@@ -107,8 +112,7 @@ def test_writes_inside_scratch_are_allowed(tmp_path: Path) -> None:
         "    with tempfile.NamedTemporaryFile(dir=os.environ['TMPDIR']) as f:\n"
         "        f.write(b'cache')\n    return np.zeros(len(batch))\n"
     )
-    package = load_package(python_package(tmp_path / "scratch", code))
-    run = run_algorithm(package, [BATCH], limits=FAST, work_root=tmp_path / "work")
+    run = run_code(tmp_path, "scratch", code)
     assert run.outputs[0].tolist() == [0.0, 0.0, 0.0]
 
 

@@ -124,10 +124,10 @@ def test_mirax_pixels_match_the_generator_and_hash_covers_its_folder(
 ) -> None:
     """OpenSlide is the only MIRAX reader, so the generator's painter is the reference."""
     from oncofed.testing.mirax import make_mirax_slide
-    from oncofed.testing.wsi import _Painter
+    from oncofed.testing.slide_parts import TissuePainter
 
     slide = slides["mirax"]
-    truth = _Painter(slide.width, slide.height, 6, True, 256, 85).render(1, 512, 256)
+    truth = TissuePainter(slide.width, slide.height, 6, True, 256, 85).render(1, 512, 256)
     with open_slide(slide.path) as s:
         ours = s.read_region(512, 256, 0, 256, 256).astype(int)
     assert np.abs(ours - truth).mean() < 3  # JPEG at quality 85

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oncofed.access.policy import Role
+from oncofed.cli.audit import print_entries, report_verified
 from oncofed.cli.hub import HubUrl, Token
 from oncofed.cli.options import JsonOption
 from oncofed.errors import ConfigError, OncofedError
@@ -278,12 +278,7 @@ def verify(
 
     with hub_audit(home) as log:
         breaks, count = log.verify(), len(log.entries())
-    if not breaks:
-        console.print(f"hub audit log intact: {count} entries, chain and head verified")
-        return
-    for item in breaks:
-        typer.echo(f"entry {item.seq}: {item.reason}", err=True)
-    raise typer.Exit(1)
+    report_verified("hub audit log", breaks, count)
 
 
 @audit_app.command("show")
@@ -298,15 +293,7 @@ def show_audit(
 
     with hub_audit(home) as log:
         entries = log.entries(since=since, limit=limit)
-    if as_json:
-        typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
-        return
-    table = Table(title="hub audit log")
-    for column in ("seq", "time", "actor", "action", "target", "details"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(str(e.seq), e.time[:19], e.actor, e.action, e.target, e.details[:80])
-    console.print(table)
+    print_entries(entries, "hub audit log", as_json=as_json, details_width=80)
 
 
 # --- a node's decisions ---------------------------------------------------------------------

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from oncofed.cli.options import JsonOption
 from oncofed.errors import OncofedError
+
+if TYPE_CHECKING:
+    from oncofed.models.cli_support import LabelledFile
+    from oncofed.node import Node
 
 app = typer.Typer(help="Reference AI pipelines: train, export to ONNX and TEF packages, saliency.")
 train_app = typer.Typer(help="Train a reference pipeline (CPU; seeded; resumable).")
@@ -28,14 +33,15 @@ ResumeOption = Annotated[
     bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
 ]
 HoldOutOption = Annotated[float, typer.Option(help="Share of patients held out for validation.")]
+TrainNodeOption = Annotated[
+    Path | None, typer.Option("--node", "-n", help="Node home to train from (with --cohort).")
+]
 
 
 @train_app.command("breast-us")
 def train_breast_us(
     out: OutOption,
-    node: Annotated[
-        Path | None, typer.Option("--node", "-n", help="Node home to train from (with --cohort).")
-    ] = None,
+    node: TrainNodeOption = None,
     cohort: Annotated[
         str | None,
         typer.Option(help='Cohort filter as JSON, e.g. \'{"collection": ["breast-us"]}\'.'),
@@ -58,33 +64,21 @@ def train_breast_us(
     as_json: JsonOption = False,
 ) -> None:
     """Train the breast ultrasound classifier (benign/malignant) from a node's cohort or files."""
-    if (
-        (node is None) == (images is None)
-        or (node is None) != (cohort is None)
-        or (images is None) != (labels is None)
-    ):
-        raise OncofedError("give either --node and --cohort, or --images and --labels")
+    _check_sources(node, cohort, images, labels, "--images")
     from oncofed.models.breast_us import pipeline
     from oncofed.models.breast_us.data import files_from_folder, files_from_node
     from oncofed.models.cli_support import (
         HISTORY_FILE,
         MODEL_FILE,
         check_output_dir,
-        parse_cohort,
         save_model,
         split_by_patient,
         write_json,
     )
     from oncofed.models.training import TrainConfig
-    from oncofed.node import Node
 
     checkpoint_dir = check_output_dir(out, resume=resume)
-    if node is not None and cohort is not None:
-        with Node(node, read_only=True) as opened:
-            files = files_from_node(opened, parse_cohort(cohort))
-    else:
-        assert images is not None and labels is not None
-        files = files_from_folder(images, labels)
+    files = _training_files(node, cohort, images, labels, files_from_node, files_from_folder)
     train_files, validation_files = split_by_patient(files, validation_fraction, seed)
     settings = pipeline.BreastUSSettings(size=size)
     config = TrainConfig(
@@ -118,9 +112,7 @@ def train_breast_us(
 @train_app.command("prostate-isup")
 def train_prostate_isup(
     out: OutOption,
-    node: Annotated[
-        Path | None, typer.Option("--node", "-n", help="Node home to train from (with --cohort).")
-    ] = None,
+    node: TrainNodeOption = None,
     cohort: Annotated[
         str | None,
         typer.Option(help='Cohort filter as JSON, e.g. \'{"collection": ["prostate"]}\'.'),
@@ -151,27 +143,15 @@ def train_prostate_isup(
     as_json: JsonOption = False,
 ) -> None:
     """Train the prostate biopsy grader (ISUP grade group 0-5, cancer yes/no) on slides."""
-    if (
-        (node is None) == (slides is None)
-        or (node is None) != (cohort is None)
-        or ((slides is None) != (labels is None))
-    ):
-        raise OncofedError("give either --node and --cohort, or --slides and --labels")
+    _check_sources(node, cohort, slides, labels, "--slides")
     if stain not in ("none", "macenko"):
         raise OncofedError(f"--stain {stain!r}: use none or macenko")
-    from oncofed.models.cli_support import parse_cohort
     from oncofed.models.prostate import pipeline
     from oncofed.models.prostate.cases import files_from_node, files_from_sheet
     from oncofed.models.prostate.runs import train_run
     from oncofed.models.training import TrainConfig
-    from oncofed.node import Node
 
-    if node is not None and cohort is not None:
-        with Node(node, read_only=True) as opened:
-            files = files_from_node(opened, parse_cohort(cohort))
-    else:
-        assert slides is not None and labels is not None
-        files = files_from_sheet(slides, labels)
+    files = _training_files(node, cohort, slides, labels, files_from_node, files_from_sheet)
     settings = pipeline.ProstateSettings(
         tile_size=tile_size, mpp=mpp, max_tiles=max_tiles, augment=augment,
         encoder=str(encoder.resolve()) if encoder else pipeline.CNN,
@@ -190,6 +170,37 @@ def train_prostate_isup(
         f"{summary['cases']['validation']}: quadratic kappa {final['metric']:.3f} after epoch "
         f"{final['epoch']}; model {out / 'model.pt'}"
     )
+
+
+def _check_sources(
+    node: Path | None, cohort: str | None, files: Path | None, labels: Path | None, files_flag: str
+) -> None:
+    """Refuse anything but ``--node`` with ``--cohort``, or ``files_flag`` with ``--labels``."""
+    if (
+        (node is None) == (files is None)
+        or (node is None) != (cohort is None)
+        or (files is None) != (labels is None)
+    ):
+        raise OncofedError(f"give either --node and --cohort, or {files_flag} and --labels")
+
+
+def _training_files(
+    node: Path | None,
+    cohort: str | None,
+    files: Path | None,
+    labels: Path | None,
+    from_node: Callable[[Node, dict[str, Any]], list[LabelledFile]],
+    from_files: Callable[[Path, Path], list[LabelledFile]],
+) -> list[LabelledFile]:
+    """The labelled files to train on: the cohort at ``node``, or ``files`` with ``labels``."""
+    from oncofed.models.cli_support import parse_cohort
+    from oncofed.node import Node
+
+    if node is not None and cohort is not None:
+        with Node(node, read_only=True) as opened:
+            return from_node(opened, parse_cohort(cohort))
+    assert files is not None and labels is not None
+    return from_files(files, labels)
 
 
 @app.command("grade")

@@ -7,7 +7,7 @@ import importlib
 import io
 import json
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,22 @@ EXPORTERS = {
     "breast-us": "oncofed.models.breast_us.pipeline",
     "prostate-isup": "oncofed.models.prostate.pipeline",
 }
-"""Pipeline name -> module with ``export_saved(settings, state, onnx_path, package_dir, *, name,
-version) -> dict`` (what ``oncofed models export`` calls for a saved model of that pipeline)."""
+"""Pipeline name -> module with ``exportable(settings, state) -> Exportable`` (what ``oncofed
+models export`` calls for a saved model of that pipeline)."""
 MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 HISTORY_FILE = "history.json"
 CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class Exportable:
+    """A restored model's exporters: ``export(onnx_path)`` writes the ONNX file and returns its
+    largest difference from PyTorch; ``package(onnx_path, out_dir, name, version)`` writes the
+    TEF algorithm package and returns its folder."""
+
+    export: Callable[[Path], float]
+    package: Callable[[Path, Path, str, str], Path]
 
 
 @dataclass(frozen=True)
@@ -174,13 +184,14 @@ def export_saved_model(
         raise OncofedError(
             f"{path}: no exporter for pipeline {pipeline!r} (known: {', '.join(EXPORTERS)})"
         )
-    exporter = importlib.import_module(module).export_saved
-    result: dict[str, Any] = exporter(
-        settings,
-        state,
-        onnx_path,
-        package_dir,
-        name=name or f"{pipeline}-reference",
-        version=version,
-    )
+    exportable: Exportable = importlib.import_module(module).exportable(settings, state)
+    result: dict[str, Any] = {
+        "onnx": str(onnx_path),
+        "max_abs_difference": exportable.export(onnx_path),
+    }
+    if package_dir is not None:
+        written = exportable.package(
+            onnx_path, package_dir, name or f"{pipeline}-reference", version
+        )
+        result["package"] = str(written)
     return result

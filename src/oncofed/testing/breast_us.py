@@ -31,6 +31,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 
+from oncofed.testing.sites import seeded_sites
+
 __all__ = [
     "SCANNERS",
     "BreastUSImage",
@@ -153,12 +155,8 @@ def generate_breast_us(
     Labels alternate so each site holds ``round(cases * malignant_fraction)`` malignant cases;
     the same seed writes byte-identical files.
     """
-    unknown = [s for s in sites if s not in SCANNERS]
-    if unknown:
-        raise ValueError(f"unknown sites {unknown}; choose from {sorted(SCANNERS)}")
     images: list[BreastUSImage] = []
-    for site_index, site in enumerate(sites):
-        rng = np.random.default_rng([seed, site_index])
+    for site, rng in seeded_sites(sites, SCANNERS, seed):
         scanner = SCANNERS[site]
         positives = round(cases * malignant_fraction)
         labels = rng.permutation([1] * positives + [0] * (cases - positives))

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from oncofed.testing.wsi import (
+from oncofed.testing.slide_parts import (
     RGB,
     FakeIdentifiers,
     SyntheticSlide,
-    _label_image,
-    _macro_image,
-    _Painter,
+    TissuePainter,
+    label_image,
+    macro_image,
 )
 
 IMAGE = 256
@@ -47,7 +47,7 @@ def make_mirax_slide(
         raise ValueError(f"{path}: MIRAX slides end in .mrxs")
     ids = identifiers or FakeIdentifiers()
     across, down = math.ceil(width / IMAGE), math.ceil(height / IMAGE)
-    painter = _Painter(across * IMAGE, down * IMAGE, seed, pen, IMAGE, quality)
+    painter = TissuePainter(across * IMAGE, down * IMAGE, seed, pen, IMAGE, quality)
     folder = path.with_suffix("")
     folder.mkdir(parents=True, exist_ok=False)
     zoom_levels = max(1, math.ceil(math.log2(max(across, down))) + 1)
@@ -65,7 +65,7 @@ def make_mirax_slide(
                 data += jpeg
         levels.append(records)
     associated = []
-    for image in (_label_image(ids), _macro_image(painter, ids)):
+    for image in (label_image(ids), macro_image(painter, ids)):
         jpeg = _jpeg(image, quality)
         associated.append((len(data), len(jpeg)))
         data += jpeg
@@ -76,19 +76,8 @@ def make_mirax_slide(
         _slidedat(slide_id, across, down, zoom_levels, mpp, ids), encoding="utf-8"
     )
     path.write_bytes(b"")  # the .mrxs itself carries nothing OpenSlide reads
-    return SyntheticSlide(
-        path=path,
-        kind="mirax",
-        width=across * IMAGE,
-        height=down * IMAGE,
-        mpp=mpp,
-        level_dimensions=tuple(
-            (across * IMAGE // 2**lv, down * IMAGE // 2**lv) for lv in range(zoom_levels)
-        ),
-        tissue_mask=painter.tissue,
-        mask_downsample=painter.ds,
-        identifiers=ids,
-    )
+    sizes = tuple((across * IMAGE // 2**lv, down * IMAGE // 2**lv) for lv in range(zoom_levels))
+    return SyntheticSlide.drawn(path, "mirax", painter, sizes, mpp, ids)
 
 
 def _jpeg(image: RGB, quality: int) -> bytes:

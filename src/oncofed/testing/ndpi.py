@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from oncofed.testing.wsi import (
+from oncofed.testing.slide_parts import (
     RGB,
     FakeIdentifiers,
     SyntheticSlide,
-    _level_dims,
-    _macro_image,
-    _Painter,
+    TissuePainter,
+    level_dims,
+    macro_image,
 )
 
 FORMAT_FLAG, SOURCE_LENS, X_OFFSET, Y_OFFSET, FOCAL_PLANE = 65420, 65421, 65422, 65423, 65424
@@ -68,31 +68,22 @@ def make_ndpi_slide(
 ) -> SyntheticSlide:
     """Write a seeded NDPI slide (4x pyramid, macro image, identifying vendor tags)."""
     ids = identifiers or FakeIdentifiers()
-    painter = _Painter(width, height, seed, pen, 256, quality)
-    levels = _level_dims(width, height, 4, 256)
+    painter = TissuePainter(width, height, seed, pen, 256, quality)
+    levels = level_dims(width, height, 4, 256)
     magnification = round(10 / mpp)
     pages: list[tuple[bytes, list[_Entry]]] = []
     for ds, w, h in levels:
         strip = _restart_jpeg(_paint(painter, ds, w, h), quality)
         pages.append((strip, _level_tags(w, h, mpp * ds, float(magnification), ids)))
-    macro = _macro_image(painter, ids)
+    macro = macro_image(painter, ids)
     strip = _restart_jpeg(macro, quality)
     pages.append((strip, _level_tags(macro.shape[1], macro.shape[0], 0.0, MACRO_LENS, ids)))
     path.write_bytes(_ndpi_bytes(pages))
-    return SyntheticSlide(
-        path=path,
-        kind="ndpi",
-        width=width,
-        height=height,
-        mpp=mpp,
-        level_dimensions=tuple((w, h) for _, w, h in levels),
-        tissue_mask=painter.tissue,
-        mask_downsample=painter.ds,
-        identifiers=ids,
-    )
+    sizes = tuple((w, h) for _, w, h in levels)
+    return SyntheticSlide.drawn(path, "ndpi", painter, sizes, mpp, ids)
 
 
-def _paint(painter: _Painter, ds: int, w: int, h: int) -> RGB:
+def _paint(painter: TissuePainter, ds: int, w: int, h: int) -> RGB:
     """A whole level assembled from the painter's tiles (NDPI levels are one image each)."""
     t = painter.tile
     out = np.empty((h, w, 3), np.uint8)

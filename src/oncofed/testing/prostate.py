@@ -27,14 +27,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter
 
-from oncofed.testing.wsi import (
-    BACKGROUND,
-    FakeIdentifiers,
-    Kind,
-    SyntheticSlide,
-    jpeg_encode,
-    write_slide,
-)
+from oncofed.testing.sites import seeded_sites
+from oncofed.testing.slide_parts import BACKGROUND, FakeIdentifiers, SyntheticSlide, jpeg_encode
+from oncofed.testing.wsi import Kind, write_slide
 
 __all__ = [
     "SITES",
@@ -187,12 +182,8 @@ def generate_prostate(
     """Write ``slides_per_site`` SVS slides per site under ``out_dir/slides/<site>/``, the
     sample sheet and the label CSV; grade groups 0-5 are spread evenly over each site's slides.
     The same arguments write byte-identical files."""
-    unknown = [s for s in sites if s not in SITES]
-    if unknown:
-        raise ValueError(f"unknown sites {unknown}; choose from {sorted(SITES)}")
     slides: list[ProstateSlide] = []
-    for site_index, site in enumerate(sites):
-        rng = np.random.default_rng([seed, site_index])
+    for site, rng in seeded_sites(sites, SITES, seed):
         bank = TextureBank(SITES[site], seed=seed)
         grades = rng.permutation([g % 6 for g in range(slides_per_site)])
         folder = out_dir / "slides" / site
@@ -387,7 +378,7 @@ class TextureBank:
 
 class BiopsyPainter:
     """Draws any tile of any pyramid level from the pattern map and a site's texture bank
-    (the :class:`oncofed.testing.wsi.Painter` the slide writers take)."""
+    (the :class:`oncofed.testing.slide_parts.Painter` the slide writers take)."""
 
     tile = TILE
 

@@ -15,7 +15,7 @@ from torch import nn
 from oncofed.models.breast_us.data import UltrasoundDataset
 from oncofed.models.breast_us.model import Probability, UltrasoundNet, example_frames
 from oncofed.models.breast_us.preprocess import INPUT_SIZE
-from oncofed.models.cli_support import LabelledFile
+from oncofed.models.cli_support import Exportable, LabelledFile
 from oncofed.models.export import check_onnx_matches, export_onnx
 from oncofed.models.package import package_for_tef
 from oncofed.models.training import TrainConfig, TrainHistory, fit, predict, seed_everything
@@ -154,22 +154,12 @@ def package(
     return package_for_tef(onnx_path, manifest(settings, name=name, version=version), out_dir)
 
 
-def export_saved(
-    settings: dict[str, Any],
-    state: dict[str, Any],
-    onnx_path: Path,
-    package_dir: Path | None,
-    *,
-    name: str,
-    version: str,
-) -> dict[str, Any]:
-    """Export a saved model (and package it when ``package_dir`` is given); what was written."""
+def exportable(settings: dict[str, Any], state: dict[str, Any]) -> Exportable:
+    """A saved model's exporters, for ``oncofed models export``."""
     model, parsed = restore(settings, state)
-    result: dict[str, Any] = {
-        "onnx": str(onnx_path),
-        "max_abs_difference": export(model, parsed, onnx_path),
-    }
-    if package_dir is not None:
-        written = package(onnx_path, parsed, package_dir, name=name, version=version)
-        result["package"] = str(written)
-    return result
+    return Exportable(
+        export=lambda onnx_path: export(model, parsed, onnx_path),
+        package=lambda onnx_path, out_dir, name, version: package(
+            onnx_path, parsed, out_dir, name=name, version=version
+        ),
+    )

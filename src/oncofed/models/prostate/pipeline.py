@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from oncofed.errors import OncofedError
-from oncofed.models.cli_support import LabelledFile
+from oncofed.models.cli_support import Exportable, LabelledFile
 from oncofed.models.export import ExportError, check_onnx_matches, export_onnx
 from oncofed.models.package import package_for_tef
 from oncofed.models.prostate.bags import (
@@ -412,22 +412,12 @@ def package(
     )
 
 
-def export_saved(
-    settings: dict[str, Any],
-    state: dict[str, Any],
-    onnx_path: Path,
-    package_dir: Path | None,
-    *,
-    name: str,
-    version: str,
-) -> dict[str, Any]:
-    """Export a saved model (and package it for ISUP grading when ``package_dir`` is given)."""
+def exportable(settings: dict[str, Any], state: dict[str, Any]) -> Exportable:
+    """A saved model's exporters, for ``oncofed models export`` (packaged for ISUP grading)."""
     grader = restore(settings, state)
-    result: dict[str, Any] = {
-        "onnx": str(onnx_path),
-        "max_abs_difference": export(grader, onnx_path),
-    }
-    if package_dir is not None:
-        written = package(onnx_path, grader.settings, package_dir, name=name, version=version)
-        result["package"] = str(written)
-    return result
+    return Exportable(
+        export=lambda onnx_path: export(grader, onnx_path),
+        package=lambda onnx_path, out_dir, name, version: package(
+            onnx_path, grader.settings, out_dir, name=name, version=version
+        ),
+    )
