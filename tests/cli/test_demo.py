@@ -16,7 +16,7 @@ def test_demo_builds_queries_and_serves(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "oncofed", "demo", str(home), "--patients", "6"]
     wide = {**os.environ, "COLUMNS": "250"}  # rich wraps at 80 columns off a terminal
     done = subprocess.run(
-        [*args, "--serve-for", "0.5"], capture_output=True, text=True, timeout=300, env=wide
+        [*args, "--serve-for", "0.5"], capture_output=True, text=True, timeout=900, env=wide
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -26,8 +26,12 @@ def test_demo_builds_queries_and_serves(tmp_path: Path) -> None:
     assert "/dicomweb/studies" in out and "/viewer" in out
     assert "4 nodes joined" in out and "4 answered" in out  # the federation step
     assert "state granted" in out and "refused with HTTP 403" in out
+    facility = out[out.index("evaluation facility") :]  # the site-shift study through the hub
+    assert "prostate-plain" in facility and "prostate-macenko" in facility
+    assert "no result" not in facility and facility.count("report: ") == 2
+    assert "leaderboard of prostate-isup-sites@1" in facility
     again = subprocess.run(
-        [*args, "--no-serve"], capture_output=True, text=True, timeout=300, env=wide
+        [*args, "--no-serve"], capture_output=True, text=True, timeout=900, env=wide
     )
     assert again.returncode == 0, again.stderr
     assert "(already imported)" in again.stdout

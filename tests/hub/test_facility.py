@@ -22,23 +22,21 @@ import pyarrow.parquet as pq
 import pytest
 from federation_support import Federation, federation
 from sklearn.metrics import roc_auc_score
-from tef_support import lesion_onnx_package, python_package, write_lesion_cohort
+from tef_support import (
+    LESION_BENCHMARK,
+    lesion_onnx_package,
+    python_package,
+    write_lesion_cohort,
+)
 
 from oncofed.agent.membership import join
 from oncofed.config import write_settings
 from oncofed.node import Node
+from oncofed.tef.metrics import compare_binary
 
 pytestmark = pytest.mark.slow
 SPEC: dict[str, Any] = {
-    "id": "breast-mg-lesion",
-    "version": "1.0",
-    "task": "binary",
-    "classes": ["0", "1"],
-    "input": {"modality": "MG", "kind": "dicom-image"},
-    "cohort": {"collection": ["breast-mg"]},
-    "label_kind": "malignant",
-    "metrics": ["auroc", "sensitivity", "specificity"],
-    "primary_metric": "auroc",
+    **LESION_BENCHMARK,
     "n_bootstrap": 200,
     "subgroups": ["site"],
     "synthetic": True,
@@ -170,8 +168,9 @@ def test_a_run_is_evaluated_at_every_node_pooled_reported_and_ranked(fed: Federa
     assert pdf.read_bytes().startswith(b"%PDF")
     other = {"Authorization": f"Bearer {_token(fed, 'vendor-z', 'ai_provider')}"}
     assert httpx.get(f"{fed.url}/hub/v1/tef/runs/{run_id}", headers=other).status_code == 404
-    _cli(fed, token, "submit", str(constant), "--benchmark", "breast-mg-lesion@1.0",
-         "--wait", "240")  # fmt: skip
+    second = _cli(fed, token, "submit", str(constant), "--benchmark", "breast-mg-lesion@1.0",
+                  "--wait", "240")  # fmt: skip
+    _compare(fed, token, run, re.search(r"run ([0-9a-f]{32}) started", second)[1])  # type: ignore[index]
     reader = {"Authorization": f"Bearer {_token(fed, 'reader', 'researcher')}"}
     board = httpx.get(f"{fed.url}/hub/v1/tef/benchmarks/breast-mg-lesion/1.0/leaderboard",
                       headers=reader).json()  # fmt: skip
@@ -179,3 +178,23 @@ def test_a_run_is_evaluated_at_every_node_pooled_reported_and_ranked(fed: Federa
     assert board[0]["value"] > 0.9 and board[1]["value"] == pytest.approx(0.5, abs=0.01)
     printed = _cli(fed, token, "leaderboard", "breast-mg-lesion@1.0")
     assert printed.index("lesion-lr") < printed.index("constant")
+
+
+def _compare(fed: Federation, token: str, run: dict[str, Any], other_id: str) -> None:
+    """The paired DeLong test per node equals one computed on the node's stored predictions;
+    the combination says the model beats the constant."""
+    result = json.loads(_cli(fed, token, "compare", run["run_id"], other_id, "--json"))
+    assert result["state"] == "completed" and result["failures"] == {}
+    other = httpx.get(f"{fed.url}/hub/v1/tef/runs/{other_id}",
+                      headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
+    for node in result["nodes"]:
+        paths = [fed.root / node["node"] / n["predictions"]["stored_at_node"]
+                 for outcome in (run, other) for n in outcome["nodes"]
+                 if n["node"] == node["node"]]  # fmt: skip
+        first, second = (pq.read_table(p).to_pandas().set_index("case_id") for p in paths)
+        second = second.loc[first.index]
+        expected = compare_binary(first["target"], first["score"], second["score"])
+        assert node["difference"] == pytest.approx(expected.difference, abs=1e-12)
+        assert node["p_value"] == pytest.approx(expected.p_value, rel=1e-9)
+    combined = result["combined"]
+    assert combined["nodes"] == 2 and combined["difference"] > 0.3 and combined["p_value"] < 1e-3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,6 +24,19 @@ from sklearn.linear_model import LogisticRegression
 from oncofed.tef.sandbox import Limits
 
 SIZE = 16
+LESION_BENCHMARK: dict[str, Any] = {
+    "id": "breast-mg-lesion",
+    "version": "1.0",
+    "task": "binary",
+    "classes": ["0", "1"],
+    "input": {"modality": "MG", "kind": "dicom-image"},
+    "cohort": {"collection": ["breast-mg"]},
+    "label_kind": "malignant",
+    "metrics": ["auroc", "sensitivity", "specificity"],
+    "primary_metric": "auroc",
+}
+"""A binary benchmark over the lesion patches of :func:`write_lesion_cohort` (collection
+``breast-mg``, labels of kind ``malignant``)."""
 FAST = Limits(memory_mb=512, cpu_seconds=20, wall_seconds=30, log_bytes=64 * 1024)
 
 

@@ -16,7 +16,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tef_support import FAST, lesion_onnx_package, python_package, write_lesion_cohort
+from tef_support import (
+    FAST,
+    LESION_BENCHMARK,
+    lesion_onnx_package,
+    python_package,
+    write_lesion_cohort,
+)
 
 from oncofed.agent.handlers import HANDLERS, AgentContext
 from oncofed.config import write_settings
@@ -30,15 +36,7 @@ from oncofed.testing.wsi import make_slide
 
 LABELS = [0, 1] * 12
 SPEC: dict[str, Any] = {
-    "id": "breast-mg-lesion",
-    "version": "1.0",
-    "task": "binary",
-    "classes": ["0", "1"],
-    "input": {"modality": "MG", "kind": "dicom-image"},
-    "cohort": {"collection": ["breast-mg"]},
-    "label_kind": "malignant",
-    "metrics": ["auroc", "sensitivity", "specificity"],
-    "primary_metric": "auroc",
+    **LESION_BENCHMARK,
     "ci_method": "delong",
     "subgroups": ["site", "manufacturer"],
 }

@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 10.0
 ANSWER_TRIES = 10  # about a minute of backoff
 # Modules whose import registers more handlers, loaded when they are installed.
-OPTIONAL_HANDLER_MODULES = ("oncofed.agent.grants", "oncofed.tef.evaluate")
+OPTIONAL_HANDLER_MODULES = (
+    "oncofed.agent.grants",
+    "oncofed.tef.evaluate",
+    "oncofed.tef.compare",
+)
 
 
 def load_handler_modules(extra: list[str] | None = None) -> None:

@@ -1,9 +1,12 @@
-"""`oncofed demo`, federation part: a hub and four nodes on 127.0.0.1, one federated search.
+"""`oncofed demo`, federation part: a hub and four nodes on 127.0.0.1: federated searches, an
+access request, and the evaluation facility's site-shift study.
 
 Three nodes hold different synthetic cohorts (pathology-heavy, breast imaging, mixed); the fourth
 is the demo node with the NCI IDC reference metadata. Each node joins the hub with its own key,
 the hub admin approves it, and its agent (a thread here; `oncofed node agent` in production)
-long-polls the hub. Everything runs in this process so the demo needs no ports but loopback.
+long-polls the hub. The three hospitals also hold graded biopsy slides of one stain site each
+for the facility (:mod:`oncofed.cli.demo_facility`). Everything runs in this process so the demo
+needs no ports but loopback.
 """
 
 from __future__ import annotations
@@ -17,20 +20,27 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.rule import Rule
 from rich.table import Table
 
 from oncofed.agent.loop import Agent, load_handler_modules
 from oncofed.agent.membership import MEMBERSHIP_FILE, join
 from oncofed.catalog.writer import CollectionSpec
+from oncofed.cli.demo_facility import facility_demo
 from oncofed.cli.demo_serve import free_port, serving
+from oncofed.cli.demo_site_shift import SiteShift, prepare_site_shift, stock_node
 from oncofed.cli.hub import print_search
-from oncofed.config import CONFIG_FILE
+from oncofed.config import CONFIG_FILE, write_settings
 from oncofed.hub.app import create_hub_app
 from oncofed.hub.service import Hub
 from oncofed.node import Node
 from oncofed.server.service import NodeService
+from oncofed.tef.spec import load_spec
 
 ADMIN_TOKEN_FILE = "admin.token"
+SITE_NODES = {"site-a": "pathology-node", "site-b": "mixed-node", "site-c": "breast-node"}
+"""Which node holds which stain site's evaluation slides."""
+EVALUATION_K = 3
 SEARCHES: tuple[tuple[str, dict[str, Any], list[str]], ...] = (
     ("Prostate: MR or whole-slide images", {"body_part": ["PROSTATE"]}, ["modality", "collection"]),
     ("Breast imaging (MG, US)", {"modality": ["MG", "US"]}, ["modality", "manufacturer"]),
@@ -45,6 +55,9 @@ def federation_demo(console: Console, root: Path, idc_node: Path, patients: int)
         "mixed-node": _mixed_node(root / "mixed-node", patients),
         "idc-node": idc_node,
     }
+    study = prepare_site_shift(root / "site-shift", console)
+    for site, node_id in SITE_NODES.items():
+        _take_part(homes[node_id], study, site)
     with _hub(root / "hub") as (url, token), ExitStack() as stack:
         headers = {"Authorization": f"Bearer {token}"}
         load_handler_modules()
@@ -65,11 +78,13 @@ def federation_demo(console: Console, root: Path, idc_node: Path, patients: int)
                 lines = [json.loads(line) for line in answer.iter_lines() if line]
             print_search(console, lines)
         console.print(
-            "Every number above left its node through that node's disclosure control "
-            "(counts < 10 suppressed, others rounded to 10); totals are ranges where a node "
-            "suppressed a count."
+            "Every number above left its node through that node's disclosure control (counts"
+            f" below k suppressed, k = {EVALUATION_K} at the three hospitals and 10 at the IDC"
+            " node; others rounded to 10); totals are ranges where a node suppressed a count."
         )
         _access_request(console, url, headers)
+        console.print(Rule("evaluation facility: one grader, three sites (synthetic)"))
+        facility_demo(console, url, headers, study, list(SITE_NODES.values()), root / "reports")
 
 
 DEMO_PEOPLE = {
@@ -184,6 +199,17 @@ def _print_catalogue(console: Console, url: str) -> None:
         if len(collections) > 4:
             table.add_row(entry["node"], f"... {len(collections) - 4} more", "", "")
     console.print(table)
+
+
+def _take_part(home: Path, study: SiteShift, site: str) -> None:
+    """Stock the node with the site's graded biopsies and opt it into the benchmark. These
+    hospitals release counts of 3 or more (k = 3): with 3 slides per grade at a site, the
+    confusion matrix the hub pools would be withheld at k = 10."""
+    benchmark = load_spec(study.benchmark).id
+    with Node(home) as node:
+        update = {"min_count": EVALUATION_K, "evaluation_benchmarks": [benchmark]}
+        write_settings(home, node.settings.model_copy(update=update))
+        stock_node(node, study.sites[site])
 
 
 def _new_node(home: Path) -> Node | None:

@@ -1,4 +1,4 @@
-"""`oncofed tef register|benchmarks|submit|report|leaderboard`: the facility at a hub.
+"""`oncofed tef register|benchmarks|submit|report|leaderboard|compare`: the facility at a hub.
 
 Admins register benchmarks for nodes; AI providers submit a package to a benchmark (the hub
 validates it, then every node of the benchmark evaluates it in its sandbox) and fetch the run's
@@ -174,3 +174,42 @@ def print_leaderboard(rows: list[dict[str, Any]], out: Console = console) -> Non
         table.add_row(row["algorithm"], row["version"], _estimate(row), str(row["nodes"]),
                       str(row["cases"]), row["date"])  # fmt: skip
     out.print(table)
+
+
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Run id of algorithm A.")],
+    run_b: Annotated[str, typer.Argument(help="Run id of algorithm B (same benchmark).")],
+    hub: HubUrl,
+    token: Token,
+    wait: WaitOption = 120.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Paired DeLong test of two binary runs at every node that completed both, combined by
+    inverse-variance weighting (AUROC A - AUROC B)."""
+    started = hub_request("POST", f"{hub}/hub/v1/tef/comparisons", token,
+                          json={"run_a": run_a, "run_b": run_b}).json()  # fmt: skip
+    url = f"{hub}/hub/v1/tef/comparisons/{started['comparison_id']}"
+    end = time.monotonic() + wait
+    result: dict[str, Any] = started
+    while result["state"] == "running" and time.monotonic() < end:
+        time.sleep(POLL_S)
+        result = hub_request("GET", url, token).json()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console.print(f"comparison {result['comparison_id']}: [bold]{result['state']}[/]")
+    for node in result.get("nodes", []):
+        console.print(f"  {node['node']}: {_difference(node)}")
+    for node, reason in result.get("failures", {}).items():
+        console.print(f"  {node}: [red]no result[/] ({reason})")
+    if result.get("combined"):
+        console.print(f"  combined over {result['combined']['nodes']} nodes:"
+                      f" {_difference(result['combined'])}")  # fmt: skip
+
+
+def _difference(entry: dict[str, Any]) -> str:
+    if "withheld" in entry:
+        return f"withheld ({entry['withheld']})"
+    low, high = entry["ci"]
+    return (f"AUROC difference {entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}],"
+            f" z {entry['z']:.2f}, p {entry['p_value']:.2g}")  # fmt: skip

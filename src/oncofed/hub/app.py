@@ -64,8 +64,10 @@ def create_hub_app(hub: Hub) -> FastAPI:
     # imported here: the facility's routes use this module's Caller dependency
     from oncofed.hub.facility import Facility
     from oncofed.hub.facility_api import facility_router, install_facility_problems
+    from oncofed.hub.facility_compare import Comparisons
 
-    app.include_router(facility_router(Facility(hub)), prefix="/hub/v1")
+    facility = Facility(hub)
+    app.include_router(facility_router(facility, Comparisons(facility)), prefix="/hub/v1")
     install_facility_problems(app)
     return app
 

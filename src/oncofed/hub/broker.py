@@ -115,6 +115,9 @@ class Broker:
         self.con.execute("PRAGMA synchronous=NORMAL")
         for statement in SCHEMA:
             self.con.execute(statement)
+        columns = {row[1] for row in self.con.execute("PRAGMA table_info(job)")}
+        if "lease" not in columns:  # a job's own lease (hubs made before it: the default)
+            self.con.execute("ALTER TABLE job ADD COLUMN lease REAL")
         self._nodes = _Wakeups()
         self._jobs = _Wakeups()
 
@@ -127,8 +130,11 @@ class Broker:
         created_by: str,
         deadline: timedelta,
         max_attempts: int = 3,
+        lease: timedelta | None = None,
     ) -> str:
-        """Queue a job for ``node_ids``; returns its id."""
+        """Queue a job for ``node_ids``; returns its id. ``lease``: how long a node may work on
+        a delivered task before it is delivered again (default: the broker's), e.g. hours for
+        an evaluation."""
         if not node_ids:
             raise ConfigError(f"a {kind} job needs at least one node")
         if max_attempts < 1 or deadline <= timedelta(0):
@@ -138,7 +144,8 @@ class Broker:
             self.con.execute("BEGIN")
             try:
                 self.con.execute(
-                    "INSERT INTO job VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    "INSERT INTO job (job_id, kind, body, created_by, created_at, deadline, lease)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         job_id,
                         kind,
@@ -146,6 +153,7 @@ class Broker:
                         created_by,
                         now,
                         now + deadline.total_seconds(),
+                        None if lease is None else lease.total_seconds(),
                     ],
                 )
                 self.con.executemany(
@@ -163,17 +171,18 @@ class Broker:
 
     def lease_for(self, node_id: str) -> list[Task]:
         """Tasks to hand to ``node_id`` now (queued, or delivered whose lease ran out); they are
-        marked delivered until ``now + lease``. Tasks past their job's deadline expire."""
+        marked delivered until ``now`` + the job's lease. Tasks past their job's deadline expire."""
         now = self._now()
         with self.lock:
             self._expire(now)
             rows = self.con.execute(
-                "UPDATE task SET state = ?, attempts = attempts + 1, lease_until = ?"
+                "UPDATE task SET state = ?, attempts = attempts + 1, lease_until = ? + COALESCE("
+                "(SELECT lease FROM job WHERE job.job_id = task.job_id), ?)"
                 " WHERE node_id = ? AND (state = ? OR (state = ? AND lease_until < ?"
                 " AND attempts < max_attempts))"
                 " AND job_id IN (SELECT job_id FROM job WHERE NOT cancelled)"
                 " RETURNING task_id",
-                [DELIVERED, now + self.lease.total_seconds(), node_id, QUEUED, DELIVERED, now],
+                [DELIVERED, now, self.lease.total_seconds(), node_id, QUEUED, DELIVERED, now],
             ).fetchall()
             ids = [r[0] for r in rows]
             found = (

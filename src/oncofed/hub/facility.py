@@ -47,6 +47,9 @@ ALGORITHMS_DIR = Path("tef") / "algorithms"
 MAX_PACKAGE_BYTES = (MAX_ENVELOPE_BYTES - 256 * 1024) * 3 // 4
 VALIDATION_LIMITS = Limits(memory_mb=2048, cpu_seconds=120, wall_seconds=180)
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+# How long a node may evaluate before its task is delivered again (once: a node that crashed
+# mid-run gets it back when it returns; one still working runs it twice, the first answer wins).
+EVALUATION_LEASE = timedelta(hours=2)
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tef_benchmark (
         benchmark_id VARCHAR NOT NULL,
@@ -101,7 +104,8 @@ class Benchmark:
                 "spec": self.spec.model_dump(mode="json")}  # fmt: skip
 
 
-def _overseer(who: Principal) -> bool:
+def is_overseer(who: Principal) -> bool:
+    """Admins see every run and package."""
     return Role.ADMIN in who.roles
 
 
@@ -207,7 +211,7 @@ class Facility:
         with self.hub.lock:
             rows = self.hub.con.execute(_ALGORITHM_SELECT + " ORDER BY submitted_at").fetchall()
         records = [_algorithm(row) for row in rows]
-        return [r for r in records if _overseer(who) or r["submitted_by"] == who.user_id]
+        return [r for r in records if is_overseer(who) or r["submitted_by"] == who.user_id]
 
     def _algorithm_row(self, sha256: str) -> dict[str, Any] | None:
         with self.hub.lock:
@@ -216,7 +220,7 @@ class Facility:
 
     def _package(self, sha256: str, who: Principal) -> tuple[AlgorithmPackage, bytes]:
         record = self._algorithm_row(sha256)
-        if record is None or not (_overseer(who) or record["submitted_by"] == who.user_id):
+        if record is None or not (is_overseer(who) or record["submitted_by"] == who.user_id):
             raise NotFoundError(f"no algorithm {sha256} submitted by {who.user_id!r}")
         archive = (self.algorithms_dir / f"{sha256}.zip").read_bytes()
         return unpack_package(archive, self.algorithms_dir, sha256), archive
@@ -245,7 +249,7 @@ class Facility:
                 "user": who.user_id}  # fmt: skip
         job_id = self.hub.broker.submit(
             "tef.evaluate", body, list(bench.nodes), created_by=who.user_id, deadline=deadline,
-            max_attempts=1,
+            max_attempts=2, lease=EVALUATION_LEASE,
         )  # fmt: skip
         run_id = uuid.uuid4().hex
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -264,7 +268,7 @@ class Facility:
         """A run as its submitter (or an admin) sees it: per-node progress while it runs; the
         released node results, failures and the pooled result once every node is final."""
         row = self._run_row(run_id)
-        if row is None or not (_overseer(who) or row["submitted_by"] == who.user_id):
+        if row is None or not (is_overseer(who) or row["submitted_by"] == who.user_id):
             raise NotFoundError(f"no run {run_id} of {who.user_id!r}")
         if row["state"] != RUNNING:
             return dict(row["outcome"])

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from oncofed.errors import OncofedError, QueryError
 from oncofed.hub.app import Caller
 from oncofed.hub.facility import MAX_PACKAGE_BYTES, Facility
+from oncofed.hub.facility_compare import Comparisons
 from oncofed.server.problems import problem
 from oncofed.tef.algorithm import AlgorithmError
 from oncofed.tef.evaluate import EvaluationError
@@ -33,6 +34,13 @@ class NewBenchmark(BaseModel):
 
     spec: dict[str, Any]
     nodes: list[str] = Field(min_length=1, max_length=1000)
+
+
+class NewComparison(BaseModel):
+    """Two completed runs of one binary benchmark."""
+
+    run_a: str
+    run_b: str
 
 
 class NewRun(BaseModel):
@@ -57,7 +65,7 @@ def install_facility_problems(app: FastAPI) -> None:
         app.add_exception_handler(kind, handle)
 
 
-def facility_router(facility: Facility) -> APIRouter:
+def facility_router(facility: Facility, comparisons: Comparisons) -> APIRouter:
     """Routes of the facility (mounted under ``/hub/v1``)."""
     router = APIRouter(prefix="/tef", tags=["evaluation facility (bearer tokens)"])
 
@@ -121,5 +129,15 @@ def facility_router(facility: Facility) -> APIRouter:
     def report(run_id: str, who: Caller) -> HTMLResponse:
         """The run's report page (PDF: ``oncofed tef report --pdf``)."""
         return HTMLResponse(facility.report_html(run_id, who))
+
+    @router.post("/comparisons")
+    async def compare(body: NewComparison, who: Caller) -> dict[str, Any]:
+        """Paired DeLong test of two runs at every node that completed both, combined."""
+        return comparisons.get(comparisons.start(body.run_a, body.run_b, who), who)
+
+    @router.get("/comparisons/{comparison_id}")
+    def comparison(comparison_id: str, who: Caller) -> dict[str, Any]:
+        """Progress, or the per-node tests and their combination."""
+        return comparisons.get(comparison_id, who)
 
     return router

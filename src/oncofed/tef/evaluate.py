@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from oncofed.agent.handlers import AgentContext, handler
+from oncofed.config import NodeSettings
 from oncofed.disclosure import DisclosurePolicy
 from oncofed.errors import OncofedError
 from oncofed.node import Node
@@ -315,6 +316,13 @@ def _aggregate(
     ).to_dict()
 
 
+def check_taking_part(settings: NodeSettings, spec: BenchmarkSpec) -> None:
+    """Hub tasks of a benchmark run only at nodes whose data holder opted into it."""
+    if not {spec.id, "*"} & set(settings.evaluation_benchmarks):
+        raise EvaluationError(f"node {settings.name} does not take part in benchmark {spec.id}"
+                              " (its data holder lists them in evaluation_benchmarks)")  # fmt: skip
+
+
 @handler("tef.evaluate")
 def evaluate_task(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
     """A hub task: ``{"benchmark": <spec>, "algorithm": {"sha256": <hex>, "package_zip":
@@ -323,10 +331,7 @@ def evaluate_task(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
     content hash and must hash to ``sha256``; the result is :func:`evaluate_at_node`'s. The
     catalog is held for the whole run."""
     spec = parse_spec(body.get("benchmark"), source="task benchmark")
-    settings = ctx.service.node.settings
-    if not {spec.id, "*"} & set(settings.evaluation_benchmarks):
-        raise EvaluationError(f"node {settings.name} does not take part in benchmark {spec.id}"
-                              " (its data holder lists them in evaluation_benchmarks)")  # fmt: skip
+    check_taking_part(ctx.service.node.settings, spec)
     algorithm = body.get("algorithm")
     if not isinstance(algorithm, dict) or not isinstance(algorithm.get("package_zip"), str):
         raise EvaluationError("the task needs algorithm.package_zip (base64) and algorithm.sha256")
