@@ -65,12 +65,16 @@ def test_paired_test_matches_proc_roc_test(
     assert reversed_order.p_value == pytest.approx(found.p_value)
 
 
-def test_identical_algorithms_do_not_differ(
+def test_identical_rankings_do_not_differ_opposite_perfect_ones_surely_do(
     asah: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     outcome, wfns, _ = asah
     same = compare_binary(outcome.astype(int), wfns, wfns * 2 + 1)  # same ranking
     assert (same.difference, same.z, same.p_value) == (0.0, 0.0, 1.0)
+    labels = np.array([0, 0, 1, 1])
+    opposite = compare_binary(labels, [0.1, 0.2, 0.8, 0.9], [0.9, 0.8, 0.2, 0.1])
+    assert (opposite.difference, opposite.variance, opposite.z, opposite.p_value) == (
+        1.0, 0.0, None, 0.0)  # fmt: skip
     assert same.to_dict()["ci"] == [0.0, 0.0]
 
 

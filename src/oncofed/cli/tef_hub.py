@@ -212,4 +212,5 @@ def _difference(entry: dict[str, Any]) -> str:
         return f"withheld ({entry['withheld']})"
     low, high = entry["ci"]
     return (f"AUROC difference {entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}],"
-            f" z {entry['z']:.2f}, p {entry['p_value']:.2g}")  # fmt: skip
+            f" z {entry['z'] if entry['z'] is None else round(entry['z'], 2)},"
+            f" p {entry['p_value']:.2g}")  # fmt: skip

@@ -105,9 +105,8 @@ class Comparisons:
         spec = self.facility.benchmark(ref["id"], ref["version"]).spec
         nodes = [{**(t.result or {}), "node": t.node_id} for t in tasks if t.state == DONE]
         failures = {t.node_id: t.error or f"task {t.state}" for t in tasks if t.state != DONE}
-        combined = combine(nodes, spec.ci_level)
-        outcome = {**head, "state": COMPLETED if combined else FAILED, "nodes": nodes,
-                   "failures": failures, "combined": combined}  # fmt: skip
+        outcome = {**head, "state": COMPLETED if nodes else FAILED, "nodes": nodes,
+                   "failures": failures, "combined": combine(nodes, spec.ci_level)}  # fmt: skip
         with self.hub.lock:
             self.hub.con.execute(
                 "UPDATE tef_comparison SET state = ?, outcome = ? WHERE comparison_id = ?"

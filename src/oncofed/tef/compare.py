@@ -90,7 +90,9 @@ def compare_task(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
 
 def combine(comparisons: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
     """Fixed-effect (inverse-variance) combination of the nodes' AUROC differences: each node's
-    difference weighted by 1 / its DeLong variance; None when no node released one."""
+    difference weighted by 1 / its DeLong variance. None when no node released a difference
+    with a positive variance (a variance of 0, e.g. both algorithms separating the classes
+    perfectly, has no weight to give)."""
     usable = [c for c in comparisons if "withheld" not in c and c["variance"] > 0]
     if not usable:
         return None

@@ -40,7 +40,9 @@ class DelongComparison:
     """``auroc_a - auroc_b``."""
     variance: float
     """Variance of the difference: var(a) + var(b) - 2 cov(a, b)."""
-    z: float
+    z: float | None
+    """None when the variance is 0 but the AUROCs differ (e.g. one perfect, one perfectly
+    inverted): no sampling variability to scale by, and ``p_value`` is 0."""
     p_value: float
     ci: tuple[float, float]
     """Interval of the difference on the plain scale, at level ``1 - alpha``."""
@@ -111,11 +113,14 @@ def compare(
     aurocs, cov = covariance(labels, np.stack([score_a, score_b]))
     difference = float(aurocs[0] - aurocs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    z: float | None
     if var > 0:
         z = difference / math.sqrt(var)
         p_value = float(2 * norm.sf(abs(z)))
-    else:  # identical rankings: no difference and nothing to test
+    elif difference == 0:  # identical rankings: no difference and nothing to test
         z, p_value = 0.0, 1.0
+    else:  # both rank the cases without error, in different orders: the difference is certain
+        z, p_value = None, 0.0
     half = float(norm.ppf(1 - alpha / 2)) * math.sqrt(max(var, 0.0))
     return DelongComparison(
         auroc_a=float(aurocs[0]),
