@@ -35,3 +35,4 @@ def test_demo_builds_queries_and_serves(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert "(already imported)" in again.stdout
+    assert "4 answered" in again.stdout and "no result" not in again.stdout  # the hub moved

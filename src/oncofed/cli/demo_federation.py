@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from oncofed.agent.loop import Agent, load_handler_modules
-from oncofed.agent.membership import MEMBERSHIP_FILE, join
+from oncofed.agent.membership import MEMBERSHIP_FILE, Membership, join
 from oncofed.catalog.writer import CollectionSpec
 from oncofed.cli.demo_facility import facility_demo
 from oncofed.cli.demo_serve import free_port, serving
@@ -64,6 +65,8 @@ def federation_demo(console: Console, root: Path, idc_node: Path, patients: int)
         for node_id, home in homes.items():
             if not (home / MEMBERSHIP_FILE).exists():
                 join(home, url, node_id, name=node_id)
+            elif (member := Membership.read(home)).hub_url != url:  # a new port each run
+                replace(member, hub_url=url).write(home)
             httpx.post(f"{url}/hub/v1/nodes/{node_id}/approve", headers=headers, timeout=30)
             stack.enter_context(_agent(home))
         _wait_online(url, headers, set(homes))
