@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import Field, ValidationError
@@ -37,6 +37,12 @@ class NodeSettings(BaseSettings):
     store_dir: str = Field(default="store", description="Blob store folder, node-relative")
     reports_dir: str = Field(default="reports", description="Ingest reports folder")
     ingest_workers: int = Field(default=0, ge=0, description="Worker processes; 0 = all cores")
+    ingest_fsync: Literal["each", "batch"] = Field(
+        default="each",
+        description="Received instances: 'each' acknowledges one once its blob is fsynced;"
+        " 'batch' acknowledges a C-STORE once written and fsyncs within 0.1 s (a power loss can"
+        " lose those acknowledged in that window; a crash of the process cannot)",
+    )
     min_count: int = Field(default=10, ge=1, description="Counts below this are shown as <k")
     count_rounding: int = Field(default=10, ge=1, description="Counts are rounded to this")
     count_noise_scale: float = Field(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from oncofed.deid import verify
 from oncofed.deid.corpus import Corpus, generate_corpus
-from oncofed.deid.encode import encode
+from oncofed.deid.encode import encode, freeze
 from oncofed.deid.redact import PATTERNS, Redactor
 from oncofed.deid.verify import Needles, scan
 
@@ -48,6 +48,34 @@ def test_encoder_writes_what_pydicom_writes(corpus: Corpus) -> None:
         theirs.save_as(buffer, enforce_file_format=True)
         assert data == buffer.getvalue(), planted.path.name
     assert len(syntaxes) >= 3  # implicit, explicit and big-endian at least
+
+
+def test_simple_values_and_frozen_items_are_written_as_pydicom_writes_them(
+    corpus: Corpus,
+) -> None:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113100", "DCM", "Basic"
+    frozen = freeze(code)
+    for planted in corpus.files:
+        ours = pydicom.dcmread(planted.path)
+        theirs = pydicom.dcmread(planted.path)
+        for ds in (ours, theirs):
+            ds.PatientID = "odd"  # LO, padded with a space
+            ds.Modality = "MR"  # CS
+            ds.StudyDate = "20200102"  # DA
+            ds.SOPInstanceUID = "2.25.123"  # UI, padded with a NUL
+            ds.StudyDescription = "Ünïcode"  # not ASCII: pydicom encodes it
+            ds.Rows = 7  # US
+            ds.ReferencedFrameNumber = 70000  # IS, left to pydicom
+            ds.add_new(0x00189219, "SS", -3)  # Tag Angle Second Axis
+            ds.TextValue = "long text " * 10  # UT
+            ds.DeidentificationMethodCodeSequence = [frozen, frozen]
+        assert encode(ours, _meta(ours)) == encode(ours, _meta(ours))  # the cached encoding
+        theirs.file_meta = _meta(theirs)
+        theirs.preamble = b"\0" * 128
+        buffer = BytesIO()
+        theirs.save_as(buffer, enforce_file_format=True)
+        assert encode(ours, _meta(ours)) == buffer.getvalue(), planted.path.name
 
 
 def _full_regex(identifiers: list[str], text: str) -> str:

@@ -147,13 +147,22 @@ class IdentityStore:
 
     def authenticate(self, token: str) -> Principal:
         """The principal a bearer token stands for; AuthError says why when it stands for none."""
+        return self.authenticate_until(token)[0]
+
+    def authenticate_until(self, token: str) -> tuple[Principal, datetime]:
+        """:meth:`authenticate`, and when the answer changes by itself at the latest (the token
+        or one of the user's grants expires); one query."""
         match = _TOKEN.match(token)
         if not match:
             raise AuthError("malformed token: expected ofd_<id>_<secret>")
         token_id, secret = match.groups()
         row = self.con.execute(
             "SELECT t.secret_sha256, t.scopes, CAST(t.expires_at AS VARCHAR),"
-            " t.revoked_at IS NOT NULL, u.roles, u.disabled, u.user_id, t.expires_at <= now()"
+            " t.revoked_at IS NOT NULL, u.roles, u.disabled, u.user_id, t.expires_at <= now(),"
+            " epoch(t.expires_at), (SELECT list([g.collection_id, CAST(g.tier AS VARCHAR)])"
+            " FROM access_grant g WHERE g.user_id = u.user_id AND g.revoked_at IS NULL"
+            " AND g.expires_at > now()), (SELECT epoch(min(g.expires_at)) FROM access_grant g"
+            " WHERE g.user_id = u.user_id AND g.revoked_at IS NULL AND g.expires_at > now())"
             " FROM api_token t JOIN app_user u USING (user_id) WHERE t.token_id = ?",
             [token_id],
         ).fetchone()
@@ -165,12 +174,17 @@ class IdentityStore:
             raise AuthError(f"token {token_id} expired at {row[2]}")
         if row[5]:
             raise AuthError(f"user {row[6]!r} is disabled")
-        return Principal(
+        grants: dict[str, int] = {}
+        for collection, tier in row[9] or ():
+            grants[str(collection)] = max(int(tier), grants.get(str(collection), 0))
+        principal = Principal(
             user_id=str(row[6]),
             roles=_roles(row[4]),
             scopes=frozenset(Scope(s) for s in row[1]),
-            grants=self.active_grants(str(row[6])),
+            grants=grants,
         )
+        until = min(float(t) for t in (row[8], row[10]) if t is not None)
+        return principal, datetime.fromtimestamp(until, UTC)
 
     def grant(
         self, user_id: str, collection_id: str, tier: int, granted_by: str, *, days: float = 90

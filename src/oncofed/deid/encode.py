@@ -3,10 +3,12 @@
 Most elements of a de-identified file are kept as they were read, still raw (undecoded) bytes in the
 transfer syntax the output keeps. ``pydicom.filewriter.write_data_element`` spends tens of
 microseconds on each (a buffer, charset lookups, checks that cannot fail for raw bytes); here a raw
-element of defined length is written with one ``struct.pack``, and everything else (changed values,
-undefined lengths, values too long for a 16-bit length, data sets whose encoding or character set
-changed) goes through pydicom exactly as ``dcmwrite`` would. The output is byte-for-byte what
-``Dataset.save_as(..., enforce_file_format=True)`` writes (tests/deid compare both on the corpus).
+element of defined length, or a changed one holding one ASCII string or one integer, is written
+with one ``struct.pack``; items marked with :func:`freeze` are encoded once and reused; everything
+else (other values, undefined lengths, values too long for a 16-bit length, data sets whose
+encoding or character set changed) goes through pydicom exactly as ``dcmwrite`` would. The output
+is byte-for-byte what ``Dataset.save_as(..., enforce_file_format=True)`` writes (tests/deid
+compare both on the corpus).
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+ASCII_STRING_VRS = frozenset(
+    ("AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UT")
+)
+"""String VRs an ASCII value is written as is for (pydicom: any character set, padded)."""
+INTEGER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
+MAX_FROZEN = 256
+_FROZEN: dict[int, Dataset] = {}
+_ENCODED: dict[tuple[int, bool, bool, str], bytes] = {}
 
 
 def encode(ds: Dataset, meta: FileMetaDataset, preamble: bytes = b"\0" * 128) -> bytes:
@@ -54,9 +64,30 @@ def encode(ds: Dataset, meta: FileMetaDataset, preamble: bytes = b"\0" * 128) ->
     return bytes(fp.getvalue())
 
 
+def freeze(item: Dataset) -> Dataset:
+    """Mark ``item`` as never changed again: its encoding is made once per transfer syntax and
+    character set, then reused (e.g. the De-identification Method Code Sequence items)."""
+    if len(_FROZEN) >= MAX_FROZEN:
+        _FROZEN.clear()
+        _ENCODED.clear()
+    _FROZEN[id(item)] = item  # held, so its id is never reused while it is listed
+    return item
+
+
 def _write_dataset(fp: DicomBytesIO, ds: Dataset, parent: str | list[str] = "iso8859") -> None:
-    """``pydicom.filewriter.write_dataset`` with raw elements and sequences written here."""
+    """``pydicom.filewriter.write_dataset`` with raw elements, simple values and sequences
+    written here."""
     implicit, little = fp.is_implicit_VR, fp.is_little_endian
+    if id(ds) in _FROZEN:
+        key = (id(ds), implicit, little, repr(parent))
+        encoded = _ENCODED.get(key)
+        if encoded is None:
+            buffer = DicomBytesIO()
+            buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
+            write_dataset(buffer, ds, parent)
+            encoded = _ENCODED[key] = bytes(buffer.getvalue())
+        fp.write(encoded)
+        return
     if (implicit, little) != ds.original_encoding or (
         ds.original_character_set != ds._character_set
     ):
@@ -87,7 +118,33 @@ def _write_dataset(fp: DicomBytesIO, ds: Dataset, parent: str | list[str] = "iso
         elif elem.VR == "SQ":
             _write_sequence(fp, elem, encodings, long_header)
         else:
-            write_data_element(fp, elem, encodings)
+            simple = _simple_value(elem, order)
+            if simple is None:
+                write_data_element(fp, elem, encodings)
+            elif implicit:
+                fp.write(short_header.pack(tag >> 16, tag & 0xFFFF, len(simple)) + simple)
+            elif elem.VR in LONG_VRS:
+                vr = str(elem.VR).encode()
+                fp.write(long_header.pack(tag >> 16, tag & 0xFFFF, vr, 0, len(simple)) + simple)
+            else:
+                vr = str(elem.VR).encode()
+                fp.write(short_header.pack(tag >> 16, tag & 0xFFFF, vr, len(simple)) + simple)
+
+
+def _simple_value(elem: DataElement, order: str) -> bytes | None:
+    """The encoded value of an element as pydicom writes it, for the common simple cases only
+    (one ASCII string or one integer); None for everything else."""
+    value = elem.value
+    vr = elem.VR
+    if elem.is_undefined_length:
+        return None
+    if isinstance(value, str) and vr in ASCII_STRING_VRS and value.isascii():
+        if len(value) % 2:
+            value += "\0" if vr == "UI" else " "
+        return value.encode("ascii") if len(value) <= 0xFFFF else None
+    if type(value) is int and vr in INTEGER_FORMATS:
+        return struct.pack(order + INTEGER_FORMATS[vr], value)
+    return None
 
 
 def _write_sequence(

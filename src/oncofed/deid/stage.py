@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
 from oncofed.deid.dataset import Rejected, Walker
-from oncofed.deid.encode import encode
+from oncofed.deid.encode import encode, freeze
 from oncofed.deid.keys import Keyring
 from oncofed.deid.pixels import clean_pixels, needs_cleaning
 from oncofed.deid.profile import Profile, build_profile
@@ -125,14 +125,14 @@ def _identity(ds: Dataset) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _method_codes(codes: tuple[tuple[str, str], ...]) -> list[Dataset]:
-    """The De-identification Method Code Sequence items (built once, only ever written)."""
+    """The De-identification Method Code Sequence items (built once, encoded once per syntax)."""
     items = []
     for value, meaning in codes:
         item = Dataset()
         item.CodeValue = value
         item.CodingSchemeDesignator = "DCM"
         item.CodeMeaning = meaning
-        items.append(item)
+        items.append(freeze(item))
     return items
 
 
@@ -172,8 +172,17 @@ class DeidStage:
         """Return de-identified, verified bytes for ``raw`` or raise QuarantineError."""
         return self.process(raw, source).data
 
+    def clean(self, raw: bytes, source: str) -> tuple[bytes, Dataset]:
+        """Like ``apply``, with the de-identified data set the bytes encode (not to be changed:
+        the caller reads it instead of parsing the bytes again)."""
+        outcome, ds = self._checked(raw, source)
+        return outcome.data, ds
+
     def process(self, raw: bytes, source: str) -> Outcome:
         """Like ``apply`` but also return what was done (for reports and the catalog)."""
+        return self._checked(raw, source)[0]
+
+    def _checked(self, raw: bytes, source: str) -> tuple[Outcome, Dataset]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -187,7 +196,7 @@ class DeidStage:
                 f"{source}: could not be de-identified ({_reason(exc)})"
             ) from None
 
-    def _process(self, raw: bytes) -> Outcome:
+    def _process(self, raw: bytes) -> tuple[Outcome, Dataset]:
         ds = _parse(raw)
         for required in ("SOPClassUID", "SOPInstanceUID"):
             if not str(ds.get(required, "") or "").strip():
@@ -210,7 +219,7 @@ class DeidStage:
         if hits:
             found = "; ".join(str(hit) for hit in hits[:5])
             raise Rejected(f"identifying values remain after de-identification: {found}")
-        return Outcome(
+        outcome = Outcome(
             data=data,
             sop_instance_uid=str(ds.SOPInstanceUID),
             study_instance_uid=str(ds.get("StudyInstanceUID", "")),
@@ -219,6 +228,7 @@ class DeidStage:
             actions=walker.actions,
             pixels_masked=masked,
         )
+        return outcome, ds
 
 
 def make_stage(

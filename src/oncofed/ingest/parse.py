@@ -50,6 +50,32 @@ def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
     """Validate ``raw`` and extract the catalog fields; raise IngestError naming the problem."""
     dataset, header_end = read_header(raw)
     meta = getattr(dataset, "file_meta", None)
+    sop_class = _check_uids(dataset)
+    transfer_syntax = meta and _text(meta, "TransferSyntaxUID")
+    if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated: pydicom inflates it whole
+        implicit, little = _encoding(dataset)
+        # pydicom stops quietly at the end of the data: a header it read up to the pixel data
+        # is whole, so only what follows needs walking; without pixel data, walk everything.
+        start = header_end if header_end < len(raw) else None
+        tags = check_complete(raw, implicit_vr=implicit, little_endian=little, start=start)
+        if _is_image(dataset, sop_class) and not tags & PIXEL_DATA_TAGS:
+            raise TruncatedError("an image without pixel data (file cut short?)")
+    return _record(dataset, sop_class, sha256, len(raw))
+
+
+def record_of(dataset: Dataset, sha256: str, size: int) -> InstanceRecord:
+    """The catalog fields of a whole data set already in memory, the one encoded in the
+    ``size`` bytes hashing to ``sha256`` (a de-identified instance: no need to parse its bytes
+    again); the same checks as :func:`parse_instance` but the byte-level completeness walk."""
+    sop_class = _check_uids(dataset)
+    if _is_image(dataset, sop_class) and not PIXEL_DATA_TAGS & set(dataset.keys()):
+        raise TruncatedError("an image without pixel data (file cut short?)")
+    return _record(dataset, sop_class, sha256, size)
+
+
+def _check_uids(dataset: Dataset) -> str | None:
+    """The SOP Class UID; IngestError for a DICOMDIR or a missing or malformed instance UID."""
+    meta = getattr(dataset, "file_meta", None)
     sop_class = _text(dataset, "SOPClassUID") or (meta and _text(meta, "MediaStorageSOPClassUID"))
     if sop_class == MEDIA_STORAGE_DIRECTORY:
         raise IngestError("a DICOMDIR index, not an image; its referenced files are ingested")
@@ -59,16 +85,16 @@ def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
             raise IngestError(f"missing required attribute {name}")
         if len(value) > 64 or not _UID.match(value):
             raise IngestError(f"{name} is not a valid UID: {value!r}")
+    return sop_class
+
+
+def _is_image(dataset: Dataset, sop_class: str | None) -> bool:
+    return "Rows" in dataset or "Image Storage" in UID(sop_class or "").name
+
+
+def _record(dataset: Dataset, sop_class: str | None, sha256: str, size: int) -> InstanceRecord:
+    meta = getattr(dataset, "file_meta", None)
     transfer_syntax = meta and _text(meta, "TransferSyntaxUID")
-    if transfer_syntax != DeflatedExplicitVRLittleEndian:  # deflated: pydicom inflates it whole
-        implicit, little = _encoding(dataset)
-        # pydicom stops quietly at the end of the data: a header it read up to the pixel data
-        # is whole, so only what follows needs walking; without pixel data, walk everything.
-        start = header_end if header_end < len(raw) else None
-        tags = check_complete(raw, implicit_vr=implicit, little_endian=little, start=start)
-        is_image = "Rows" in dataset or "Image Storage" in UID(sop_class or "").name
-        if is_image and not tags & PIXEL_DATA_TAGS:
-            raise TruncatedError("an image without pixel data (file cut short?)")
     study_uid = str(dataset.StudyInstanceUID)
     return InstanceRecord(
         patient_id=_text(dataset, "PatientID") or f"no-patient-id:{study_uid}",
@@ -87,7 +113,7 @@ def parse_instance(raw: bytes, sha256: str) -> InstanceRecord:
         sop_class=sop_class or None,
         transfer_syntax=transfer_syntax or None,
         sha256=sha256,
-        size=len(raw),
+        size=size,
         frames=_int(dataset, "NumberOfFrames") or (1 if "Rows" in dataset else None),
         rows=_int(dataset, "Rows"),
         cols=_int(dataset, "Columns"),

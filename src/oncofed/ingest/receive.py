@@ -1,9 +1,12 @@
 """Receiving instances over the network: acknowledged once durable, catalogued in batches.
 
 A :class:`ReceiveSession` (one per DIMSE association or STOW-RS request) runs each payload
-through de-identify → parse → store (blob fsynced) → staging journal and says at once what
-became of it: stored, already present, in conflict with a stored instance, or failed (a
-STOW-RS request's instances are looked up in one query and fsynced together). The
+through de-identify (which hands over the data set it wrote, so the catalog fields need no
+second parse) → store (blob fsynced) → staging journal and says at once what became of it:
+stored, already present, in conflict with a stored instance, or failed (a STOW-RS request's
+instances are looked up in one query and fsynced together). With a ``sync_delay_s`` (node
+setting ``ingest_fsync = "batch"``) a blob is acknowledged once written and fsynced by a
+:class:`GroupSync` within that delay, always before its catalog row is written. The
 :class:`Receiver`'s committer thread writes the catalog rows in batches: what was accepted in
 the last ``COMMIT_DELAY_S`` (or ``COMMIT_RECORDS`` instances), or at once when a session is
 closing, so a sender waits for no catalog transaction and the receiving threads are seldom
@@ -29,7 +32,7 @@ from oncofed.catalog.writer import write_batch
 from oncofed.closing import Closing
 from oncofed.errors import IngestError, OncofedError, StoreError
 from oncofed.ingest.journal import Journal, Staged, pending
-from oncofed.ingest.parse import parse_instance
+from oncofed.ingest.parse import parse_instance, record_of
 from oncofed.ingest.pipeline import Failure, Outcome, StoreFailure
 from oncofed.ingest.report import IngestReport, Skipped
 from oncofed.ingest.stages import DeidentifyStage
@@ -116,8 +119,11 @@ class ReceiveSession:
         if not raw:
             return Failure(source, "empty file")
         try:
-            clean = self.stage.apply(raw, source)
-            return _Cleaned(source, clean, parse_instance(clean, sha256_hex(clean)))
+            clean, dataset = self.stage.clean(raw, source)
+            digest = sha256_hex(clean)
+            if dataset is None:
+                return _Cleaned(source, clean, parse_instance(clean, digest))
+            return _Cleaned(source, clean, record_of(dataset, digest, len(clean)))
         except IngestError as exc:
             return Failure(source, exc.message)
 
@@ -139,7 +145,7 @@ class ReceiveSession:
         if not fresh:
             return outcomes
         try:
-            self.receiver.store.put_many([(c.data, c.record.sha256) for c in fresh])
+            self.receiver.put([(c.data, c.record.sha256) for c in fresh])
             staged = [Staged(c.record.sha256, self.collection_id, c.source) for c in fresh]
             self.journal.append(staged)
             self.receiver.enqueue(self, [c.record for c in fresh])
@@ -178,11 +184,74 @@ class ReceiveSession:
         return self.report
 
 
-class Receiver(Closing):
-    """Accepts instances from many sessions; one committer thread catalogues them."""
+class GroupSync(Closing):
+    """fsyncs blobs written without one, at most ``delay_s`` after they were written (group
+    commit: one wait for all the blobs of that interval), or at once on :meth:`flush`."""
 
-    def __init__(self, store: BlobStore, writer: Writer, lookup: Lookup) -> None:
+    def __init__(self, store: BlobStore, delay_s: float) -> None:
         self.store = store
+        self.delay_s = delay_s
+        self._pending: list[str] = []
+        self._changed = threading.Condition()
+        self._syncing = threading.Lock()
+        self._error: StoreError | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="blob-sync", daemon=True)
+        self._thread.start()
+
+    def add(self, digests: Sequence[str]) -> None:
+        """Sync these blobs (written, not yet fsynced) within ``delay_s``."""
+        with self._changed:
+            self._pending += digests
+            self._changed.notify_all()
+
+    def flush(self) -> None:
+        """Return once every blob added before this call is fsynced; StoreError if one (or an
+        earlier one) could not be."""
+        with self._syncing:
+            with self._changed:
+                digests, self._pending = self._pending, []
+            try:
+                self.store.sync(digests)
+            except StoreError as exc:
+                self._error = exc
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        """Sync what is pending, then stop."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending) or self._closing)
+                self._changed.wait_for(lambda: self._closing, self.delay_s)
+                closing = self._closing
+            try:
+                self.flush()
+            except StoreError:
+                log.exception("cannot fsync received blobs; they are not catalogued")
+            if closing:
+                return
+
+
+class Receiver(Closing):
+    """Accepts instances from many sessions; one committer thread catalogues them.
+
+    With ``sync_delay_s`` (the node setting ``ingest_fsync = "batch"``), blobs are acknowledged
+    once written and fsynced by a :class:`GroupSync` within that delay, and always before their
+    catalog rows are written; without it, each blob is fsynced before it is acknowledged.
+    """
+
+    def __init__(
+        self, store: BlobStore, writer: Writer, lookup: Lookup, sync_delay_s: float | None = None
+    ) -> None:
+        self.store = store
+        self._group_sync = None if sync_delay_s is None else GroupSync(store, sync_delay_s)
         self.journal_dir = store.root / "staging"
         self._writer = writer
         self._lookup = lookup
@@ -199,6 +268,14 @@ class Receiver(Closing):
     def session(self, collection_id: str, stage: DeidentifyStage, actor: str) -> ReceiveSession:
         """A new session receiving into ``collection_id`` through ``stage``."""
         return ReceiveSession(self, collection_id, stage, actor)
+
+    def put(self, blobs: Sequence[tuple[bytes, str]]) -> None:
+        """Store received blobs: fsynced now, or by the group sync within its delay."""
+        if self._group_sync is None:
+            self.store.put_many(blobs)
+            return
+        self.store.put_many(blobs, sync=False)
+        self._group_sync.add([digest for _, digest in blobs])
 
     def claim(self, records: Sequence[InstanceRecord]) -> list[str | None]:
         """For each record, the digest already stored (or being stored) under its SOP Instance
@@ -246,6 +323,8 @@ class Receiver(Closing):
             self._closing = True
             self._changed.notify_all()
         self._thread.join()
+        if self._group_sync is not None:
+            self._group_sync.close()
 
     def _commit_loop(self) -> None:
         while True:
@@ -274,6 +353,8 @@ class Receiver(Closing):
         for session, record in batch:
             groups[session.collection_id].append((session, record))
         try:
+            if self._group_sync is not None:  # no catalog row before its blob is durable
+                self._group_sync.flush()
             with self._writer() as con:
                 for collection_id, items in groups.items():
                     outcome = write_batch(con, collection_id, [r for _, r in items])
@@ -296,6 +377,8 @@ class Receiver(Closing):
                 record = self._reread(entry, report)
                 if record is not None:
                     by_collection[entry.collection_id].append(record)
+            # a killed process may have left blobs unsynced (ingest_fsync = "batch")
+            self.store.sync([r.sha256 for records in by_collection.values() for r in records])
             with self._writer() as con:
                 for collection_id, records in by_collection.items():
                     outcome = write_batch(con, collection_id, records)
@@ -313,7 +396,10 @@ class Receiver(Closing):
 
     def _reread(self, entry: Staged, report: IngestReport) -> InstanceRecord | None:
         try:
-            return parse_instance(self.store.get(entry.digest), entry.digest)
+            data = self.store.get(entry.digest)
+            if sha256_hex(data) != entry.digest:  # cut short by a power loss before its sync
+                raise StoreError(f"blob {entry.digest} is damaged")
+            return parse_instance(data, entry.digest)
         except (StoreError, IngestError) as exc:
             report.failed.append(Skipped(entry.source, f"not recovered: {exc}"))
             return None

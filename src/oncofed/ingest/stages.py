@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pydicom.dataset import Dataset
+
 
 class DeidentifyStage(Protocol):
     """Turns the raw Part-10 bytes of one input into the bytes that may enter the store."""
@@ -21,6 +23,11 @@ class DeidentifyStage(Protocol):
         """Return storable bytes for ``raw`` (read from ``source``) or raise QuarantineError."""
         ...
 
+    def clean(self, raw: bytes, source: str) -> tuple[bytes, Dataset | None]:
+        """Like ``apply``, with the whole data set the bytes encode where the stage parsed it
+        (None: the caller parses the bytes)."""
+        ...
+
 
 class DeclaredDeidentified:
     """Stores bytes unchanged: only for collections explicitly declared already de-identified."""
@@ -29,3 +36,6 @@ class DeclaredDeidentified:
 
     def apply(self, raw: bytes, source: str) -> bytes:
         return raw
+
+    def clean(self, raw: bytes, source: str) -> tuple[bytes, Dataset | None]:
+        return raw, None

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from oncofed.access.oidc import OidcVerifier
 from oncofed.access.policy import ANONYMOUS, Principal, Scope
-from oncofed.access.store import TOKEN_PREFIX, IdentityStore
+from oncofed.access.store import TOKEN_PREFIX
 from oncofed.errors import AuthError, ForbiddenError
 from oncofed.server.service import NodeService
 
 
-def service(request: Request) -> NodeService:
+async def service(request: Request) -> NodeService:
     """The node this app serves."""
     served: NodeService = request.app.state.service
     return served
@@ -22,10 +23,12 @@ def service(request: Request) -> NodeService:
 Service = Annotated[NodeService, Depends(service)]
 
 
-def principal(request: Request, node: Service) -> Principal:
+async def principal(request: Request, node: Service) -> Principal:
     """The caller: anonymous without an Authorization header, else its bearer token's user.
 
-    ``ofd_...`` tokens are the node's own; anything else is an OIDC JWT when an issuer is set up.
+    ``ofd_...`` tokens are the node's own (a token verified in the last seconds is answered
+    without a query, see :meth:`NodeService.authenticate`); anything else is an OIDC JWT when
+    an issuer is set up.
     """
     header = request.headers.get("authorization")
     if header is None:
@@ -35,8 +38,14 @@ def principal(request: Request, node: Service) -> Principal:
     if scheme.lower() != "bearer" or not token:
         raise AuthError("use 'Authorization: Bearer <token>'")
     if token.startswith(TOKEN_PREFIX):
-        with node.connection() as con:
-            return IdentityStore(con).authenticate(token)
+        cached = node.principals.get(token)
+        if cached is not None:
+            return cached
+        return await run_in_threadpool(node.authenticate, token)
+    return await run_in_threadpool(_oidc_principal, request, node, token)
+
+
+def _oidc_principal(request: Request, node: NodeService, token: str) -> Principal:
     verifier = _oidc(request, node)
     if verifier is None:
         raise AuthError("unknown token: not an oncofed token (ofd_...), and no OIDC issuer is set")

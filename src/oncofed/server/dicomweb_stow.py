@@ -93,38 +93,37 @@ def _sent_ids(raw: bytes) -> tuple[str | None, str | None]:
 def _store_batch(
     service: NodeService, view: mmap.mmap, batch: list[Part], actor: str
 ) -> list[Outcome]:
+    """Ingest a batch's DICOM parts together; the sent UIDs are read only for failed parts
+    (a stored part is answered with the UIDs it is stored under)."""
     outcomes: dict[int, Outcome] = {}
     payloads: list[tuple[int, str, bytes]] = []
     for part in batch:
         raw = view[part.start : part.end]
-        sop_class, sop_uid = _sent_ids(raw)
-        outcomes[part.index] = Outcome(sop_class, sop_uid)
         if parse_media_type(part.content_type).type != DICOM:
-            outcomes[part.index].failure = CANNOT_UNDERSTAND
+            outcomes[part.index] = Outcome(*_sent_ids(raw), failure=CANNOT_UNDERSTAND)
             outcomes[part.index].reason = f"part is {part.content_type}, not {DICOM}"
             continue
         payloads.append((part.index, f"stow-part-{part.index + 1}", raw))
     if payloads:
         received = service.receive([(name, raw) for _, name, raw in payloads], actor=actor)
-        for (index, _, _), result in zip(payloads, received.outcomes, strict=True):
-            _account(outcomes[index], result)
+        for (index, _, raw), result in zip(payloads, received.outcomes, strict=True):
+            outcomes[index] = _outcome(raw, result)
     return [outcomes[i] for i in sorted(outcomes)]
 
 
-def _account(outcome: Outcome, result: IngestOutcome) -> None:
-    """Fill a part's outcome from what the ingest did with it."""
+def _outcome(raw: bytes, result: IngestOutcome) -> Outcome:
+    """A part's outcome from what the ingest did with it."""
+    if not isinstance(result, Failure):
+        return Outcome(result.sop_class, None, result.sop_uid, result.study_uid, result.series_uid)
+    outcome = Outcome(*_sent_ids(raw), reason=result.reason)
     if isinstance(result, StoreFailure):
         outcome.failure = OUT_OF_RESOURCES
         outcome.reason = "the node's store could not take the instance"
     elif isinstance(result, Conflict):
         outcome.failure = DUPLICATE_SOP_INSTANCE
-        outcome.reason = result.reason
-    elif isinstance(result, Failure):
-        outcome.failure = PROCESSING_FAILURE if outcome.sent_uid else CANNOT_UNDERSTAND
-        outcome.reason = result.reason
     else:
-        outcome.stored_uid, outcome.sop_class = result.sop_uid, result.sop_class
-        outcome.study_uid, outcome.series_uid = result.study_uid, result.series_uid
+        outcome.failure = PROCESSING_FAILURE if outcome.sent_uid else CANNOT_UNDERSTAND
+    return outcome
 
 
 def response_json(result: StowResult, url_of: Callable[[Outcome], str]) -> dict[str, Any]:

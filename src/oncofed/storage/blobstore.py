@@ -69,14 +69,17 @@ class BlobStore:
         self.put_many([(data, digest)])
         return digest
 
-    def put_many(self, blobs: Sequence[tuple[bytes, str]]) -> None:
+    def put_many(self, blobs: Sequence[tuple[bytes, str]], *, sync: bool = True) -> None:
         """Store each (data, digest) atomically and durably, fsynced together.
 
         Every temporary is written first, then all are fsynced at once (concurrent fsyncs share
         the file system's journal commits: one flush wait instead of one per blob), then each is
         renamed into place. On error, no temporary is left; blobs already renamed stay.
+        ``sync=False`` leaves the fsync to a later :meth:`sync` (the blobs survive a crash of
+        the process at once, a power loss only once synced). A blob present with another size
+        (cut short by a power loss before its sync) is written again.
         """
-        wanted = {digest: data for data, digest in blobs if not self.path_for(digest).is_file()}
+        wanted = {digest: data for data, digest in blobs if self._size(digest) != len(data)}
         written: dict[str, tuple[int, Path]] = {}
         try:
             for digest, data in wanted.items():
@@ -85,7 +88,8 @@ class BlobStore:
                 temporary = self.tmp / f"{digest[:16]}.{uuid.uuid4().hex[:16]}.part"
                 written[digest] = (os.open(temporary, _NEW_FILE, 0o644), temporary)
                 _write_all(written[digest][0], data)
-            _fsync_all([fd for fd, _ in written.values()])
+            if sync:
+                _fsync_all([fd for fd, _ in written.values()])
             for digest, (_, temporary) in written.items():
                 self._place(temporary, self.path_for(digest))
         except OSError as exc:
@@ -98,6 +102,24 @@ class BlobStore:
         finally:
             for fd, _ in written.values():
                 os.close(fd)
+
+    def sync(self, digests: Sequence[str]) -> None:
+        """fsync stored blobs (written by ``put_many(..., sync=False)``) concurrently."""
+        paths = [self.path_for(digest) for digest in dict.fromkeys(digests)]
+        try:
+            if len(paths) == 1:
+                _fsync_path(paths[0])
+            elif paths:
+                list(_FSYNC_POOL.map(_fsync_path, paths))
+        except OSError as exc:
+            raise StoreError(f"cannot fsync blobs under {self.root}: {exc}") from exc
+
+    def _size(self, digest: str) -> int | None:
+        """The stored blob's size in bytes (None: not stored)."""
+        try:
+            return self.path_for(digest).stat().st_size
+        except FileNotFoundError:
+            return None
 
     def put_copy(self, source: Path, digest: str) -> str:
         """Store a copy of the file ``source`` whose bytes hash to ``digest``.
@@ -178,6 +200,14 @@ def _fsync_all(fds: list[int]) -> None:
         os.fsync(fds[0])
     elif fds:
         list(_FSYNC_POOL.map(os.fsync, fds))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _kernel_copy(source: Path, target: Path) -> None:
