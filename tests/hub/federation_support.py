@@ -112,12 +112,12 @@ class Federation:
             env["PYTHONPATH"] = f"{handlers.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
         self.agents[name] = oncofed(*args, env=env)
 
-    def wait_online(self, *names: str) -> None:
+    def wait_online(self, *names: str, timeout: float = 60.0) -> None:
         def online() -> bool:
             rows = httpx.get(f"{self.url}/hub/v1/nodes", headers=self.admin).json()
             return all(r["online"] for r in rows if r["node_id"] in names)
 
-        wait_until(online)
+        wait_until(online, timeout)
 
     def search(self, deadline_s: float = 5.0) -> list[dict[str, Any]]:
         body = {"where": QUERY, "facets": FACETS, "deadline_s": deadline_s}

@@ -8,18 +8,25 @@ messages; a hub restart.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from federation_support import FACETS, QUERY, Federation, federation, stop, wait_until
+from federation_support import FACETS, QUERY, Federation, federation, free_port, stop, wait_until
 
+from oncofed.agent import loop
+from oncofed.agent.handlers import HANDLERS
+from oncofed.agent.loop import Agent, Backoff, Outbox
 from oncofed.agent.membership import HubChannel, Membership, join
 from oncofed.errors import ConfigError
-from oncofed.hub.keys import KeyPaths, generate_keypair
-from oncofed.hub.signing import Signer
+from oncofed.hub.keys import KeyPaths, generate_keypair, public_pem
+from oncofed.hub.signing import Message, Signer, utc_now
+from oncofed.node import Node
+from oncofed.server.service import NodeService
 
 
 @pytest.fixture
@@ -159,6 +166,36 @@ def test_double_answers_forged_tampered_and_replayed_messages(
     channel.close()
 
 
+def test_polls_carry_answers_and_a_resent_answer_counts_once(
+    fed: Federation, tmp_path: Path
+) -> None:
+    fed.start_hub()
+    home = tmp_path / "manual"
+    home.mkdir()
+    join(home, fed.url, "manual", name="manual")
+    httpx.post(f"{fed.url}/hub/v1/nodes/manual/approve", headers=fed.admin)
+    channel = HubChannel(home, Membership.read(home), httpx.Client())
+    channel.call("poll", "poll", {"wait_s": 0}, "tasks")  # the catalogue request, left alone
+    job = httpx.post(
+        f"{fed.url}/hub/v1/jobs", json={"kind": "echo", "nodes": ["manual"]}, headers=fed.admin
+    ).json()["job_id"]
+    (task,) = channel.call("poll", "poll", {"wait_s": 2}, "tasks").body["tasks"]
+    answer = {"task_id": task["task_id"], "result": {"v": 1}}
+    stranger = {"task_id": "not-mine", "result": {}}
+    carried = {"wait_s": 0, "answers": [answer, stranger]}
+    reply = channel.call("poll", "poll", carried, "tasks")
+    assert reply.body["answered"] == {task["task_id"]: "accepted", "not-mine": "unknown"}
+    resent = channel.call("poll", "poll", {"wait_s": 0, "answers": [answer]}, "tasks")
+    assert resent.body["answered"] == {task["task_id"]: "accepted"}  # the reply was lost
+    other = {"task_id": task["task_id"], "result": {"v": 2}}
+    assert channel.call("answer", "answer", other, "answered").body["outcome"] == "duplicate"
+    (status,) = httpx.get(f"{fed.url}/hub/v1/jobs/{job}", headers=fed.admin).json()
+    assert (status["state"], status["result"], status["duplicates"]) == ("done", {"v": 1}, 1)
+    with pytest.raises(ConfigError, match="400"):
+        channel.call("poll", "poll", {"wait_s": 0, "answers": {"task_id": 1}}, "tasks")
+    channel.close()
+
+
 def test_hub_crash_mid_search_loses_nothing_and_counts_once(
     fed: Federation, tmp_path: Path
 ) -> None:
@@ -216,3 +253,93 @@ def test_hub_crash_mid_search_loses_nothing_and_counts_once(
 def _job(fed: Federation, job: str) -> dict:
     (task,) = httpx.get(f"{fed.url}/hub/v1/jobs/{job}", headers=fed.admin).json()
     return task
+
+
+# -- the agent's loop on its own (no hub process) -----------------------------------------------
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    """An agent for a fresh node joined to a hub at a port nobody listens on."""
+    home = tmp_path / "node"
+    Node.init(home, name="node").close()
+    hub_key = generate_keypair(KeyPaths.in_dir(tmp_path / "hub-keys", "hub"))
+    pem = public_pem(hub_key.public_key()).decode()
+    Membership(f"http://127.0.0.1:{free_port()}", "test-hub", pem, "node").write(home)
+    with NodeService.open(home) as service:
+        agent = Agent(service, wait_s=1.0)
+        yield agent
+        agent.stop()
+
+
+class ScriptedChannel:
+    """Replies to the agent's calls from a script and records what it sent."""
+
+    def __init__(self, replies: list[dict[str, Any]]) -> None:
+        self.replies = replies
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self, path: str, kind: str, body: dict[str, Any], reply: str, **_: Any) -> Message:
+        self.sent.append((path, body))
+        answer = self.replies.pop(0) if path == "poll" else {"outcome": "accepted"}
+        return Message("test-hub", "node", reply, utc_now(), "nonce", answer)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_next_poll_carries_quick_answers_and_slow_ones_go_alone(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "GATHER_S", 0.2)
+    monkeypatch.setitem(HANDLERS, "test.quick", lambda ctx, body: {"echo": body})
+    monkeypatch.setitem(HANDLERS, "test.slow", lambda ctx, body: time.sleep(0.6) or {})
+    tasks = [
+        {"task_id": "t1", "kind": "test.quick", "body": {"x": 1}},
+        {"task_id": "t2", "kind": "test.slow", "body": {}},
+    ]
+    agent.channel.close()
+    agent.channel = channel = ScriptedChannel(  # type: ignore[assignment]
+        [{"tasks": tasks}, {"tasks": [], "answered": {"t1": "accepted"}}]
+    )
+    assert agent.poll_once() == 2  # returns after GATHER_S: t2 is still running
+    assert [a["task_id"] for a in agent.carried] == ["t1"]
+    assert agent.poll_once() == 0
+    quick = {"task_id": "t1", "result": {"echo": {"x": 1}}}
+    assert channel.sent[1] == ("poll", {"wait_s": 1.0, "answers": [quick]})
+    wait_until(lambda: ("answer", {"task_id": "t2", "result": {}}) in channel.sent, timeout=5)
+    assert agent.carried == [] and len(channel.sent) == 3
+
+
+def test_an_unreachable_hub_is_one_warning_then_quiet_backoff(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=loop.__name__)
+    agent.start()
+    time.sleep(1.6)  # tries at 0 s and 1 s, then waits 2 s
+    agent.stop()
+    records = [r for r in caplog.records if r.name == loop.__name__]
+    assert [r.levelno for r in records][:2] == [logging.WARNING, logging.DEBUG]
+    assert sum(r.levelno >= logging.WARNING for r in records) == 1
+    assert "127.0.0.1" in records[0].getMessage()
+
+
+def test_backoff_doubles_to_its_cap_and_notes_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=loop.__name__)
+    backoff = Backoff("hub x")
+    delays = [backoff.failed(OSError("refused")) for _ in range(6)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, loop.MAX_BACKOFF_S, loop.MAX_BACKOFF_S]
+    backoff.succeeded()
+    backoff.succeeded()  # nothing to note: it was working
+    assert backoff.failed(OSError("refused again")) == 1.0  # a new streak warns again
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING, *[logging.DEBUG] * 5, logging.INFO, logging.WARNING]
+
+
+def test_outbox_keeps_only_answers_the_loop_waits_for() -> None:
+    outbox = Outbox()
+    outbox.expect(["a", "b"])
+    assert outbox.offer({"task_id": "a", "result": {}})
+    assert not outbox.offer({"task_id": "z", "result": {}})  # not waited for: sent alone
+    assert outbox.collect(0.05) == [{"task_id": "a", "result": {}}]  # b is late
+    assert not outbox.offer({"task_id": "b", "result": {}})  # too late: sent alone

@@ -62,7 +62,9 @@ def search(ctx: AgentContext, body: dict[str, Any]) -> dict[str, Any]:
     ctx.budget.charge(f"hub:{user}")
     with ctx.service.catalog() as catalog:
         result = catalog.query(where, [str(f) for f in facets])
-    ctx.service.audit(f"hub:{user}", "federated-search", "catalog", {"filter": result.filter})
+    # group commit (within NodeService's audit delay), as for the node's own REST reads: a
+    # per-search fsync would cost more than the query itself
+    ctx.service.audit_read(f"hub:{user}", "federated-search", "catalog", {"filter": result.filter})
     return ctx.policy.protect_result(result)
 
 

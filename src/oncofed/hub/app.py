@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from oncofed import __version__
 from oncofed.access.policy import Principal, Role
-from oncofed.errors import AuthError, ForbiddenError, NotFoundError
+from oncofed.errors import AuthError, ForbiddenError, NodeNotFoundError, NotFoundError, QueryError
 from oncofed.hub.negotiation_api import governance_router
 from oncofed.hub.registry import APPROVED, REJECTED, REMOVED
 from oncofed.hub.search import MAX_DEADLINE_S, federated_search, search_outcome
@@ -103,9 +103,15 @@ def _node_routes(hub: Hub) -> APIRouter:
 
     @router.post("/poll")
     async def poll(request: Request) -> JSONResponse:
-        """A node's long poll: its tasks, as soon as there are any, or none after the wait."""
+        """A node's long poll: its tasks, as soon as there are any, or none after the wait.
+        It may carry the node's answers to earlier tasks: recorded before the wait, their
+        outcomes come back in ``answered`` (one request per task instead of two)."""
         message = hub.verify(await _body(request), "poll")
         node = message.sender
+        answered = {
+            str(answer.get("task_id")): _carried_outcome(hub, node, answer)
+            for answer in _carried_answers(message.body)
+        }
         wait = min(float(message.body.get("wait_s", MAX_POLL_S)), MAX_POLL_S)
         hub.polling(node, +1)
         try:
@@ -120,35 +126,63 @@ def _node_routes(hub: Hub) -> APIRouter:
         finally:
             hub.polling(node, -1)
             hub.seen(node)
-        body = {
+        body: dict[str, Any] = {
             "tasks": [
                 {"task_id": t.task_id, "kind": t.kind, "body": t.body, "attempt": t.attempts}
                 for t in tasks
             ]
         }
+        if answered:
+            body["answered"] = answered
         return _signed(hub, node, "tasks", body)
 
     @router.post("/answer")
     async def answer(request: Request) -> JSONResponse:
         """A node's answer to one task (the first answer counts; repeats are ignored)."""
         message = hub.verify(await _body(request), "answer")
-        body = message.body
-        result = body.get("result")
-        error = body.get("error")
-        outcome = hub.broker.answer(
-            message.sender,
-            str(body.get("task_id")),
-            result if isinstance(result, dict) else None,
-            None if error is None and isinstance(result, dict) else str(error or "no result"),
-        )
-        task = hub.broker.task(str(body.get("task_id")))
-        if outcome == "accepted" and task.kind == "catalogue.refresh" and task.result:
-            collections = task.result.get("collections")
-            if isinstance(collections, list):
-                hub.store_catalogue(message.sender, collections)
+        outcome = _record_answer(hub, message.sender, message.body)
         return _signed(hub, message.sender, "answered", {"outcome": outcome})
 
     return router
+
+
+def _carried_answers(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answers a poll carries (none when it carries none)."""
+    answers = body.get("answers", [])
+    if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+        raise QueryError("a poll's 'answers' is a list of {task_id, result | error} objects")
+    return answers
+
+
+def _carried_outcome(hub: Hub, node: str, answer: dict[str, Any]) -> str:
+    """:func:`_record_answer` for an answer a poll carries: 'unknown' for a task that is not
+    the node's (one bad answer must not refuse the poll)."""
+    try:
+        return _record_answer(hub, node, answer)
+    except NodeNotFoundError:
+        return "unknown"
+
+
+def _record_answer(hub: Hub, node: str, answer: dict[str, Any]) -> str:
+    """Record a node's answer to one task: 'accepted' or 'duplicate' (NodeNotFoundError for a
+    task that is not the node's). An accepted catalogue answer refreshes the node's entries in
+    the public catalogue."""
+    task_id, result, error = str(answer.get("task_id")), answer.get("result"), answer.get("error")
+    valid = error is None and isinstance(result, dict)
+    outcome = hub.broker.answer(
+        node,
+        task_id,
+        result if isinstance(result, dict) else None,
+        None if valid else str(error or "no result"),
+    )
+    collections = result.get("collections") if isinstance(result, dict) else None
+    if (
+        outcome == "accepted"
+        and isinstance(collections, list)
+        and hub.broker.task(task_id).kind == "catalogue.refresh"
+    ):
+        hub.store_catalogue(node, collections)
+    return outcome
 
 
 def hub_dependency(request: Request) -> Hub:

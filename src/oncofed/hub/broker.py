@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +66,8 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS task_by_node ON task (node_id, state)",
     "CREATE INDEX IF NOT EXISTS task_by_job ON task (job_id)",
+    # open tasks are few and finished ones pile up: expiry must not scan them all
+    "CREATE INDEX IF NOT EXISTS task_by_state ON task (state)",
 )
 
 
@@ -180,7 +182,7 @@ class Broker:
                 "(SELECT lease FROM job WHERE job.job_id = task.job_id), ?)"
                 " WHERE node_id = ? AND (state = ? OR (state = ? AND lease_until < ?"
                 " AND attempts < max_attempts))"
-                " AND job_id IN (SELECT job_id FROM job WHERE NOT cancelled)"
+                " AND NOT (SELECT cancelled FROM job WHERE job.job_id = task.job_id)"
                 " RETURNING task_id",
                 [DELIVERED, now, self.lease.total_seconds(), node_id, QUEUED, DELIVERED, now],
             ).fetchall()
@@ -209,15 +211,18 @@ class Broker:
         self, node_id: str, task_id: str, result: dict[str, Any] | None, error: str | None
     ) -> str:
         """Record a node's answer: 'accepted', or 'duplicate' when the task was answered before
-        (or is no longer open); NodeNotFoundError for a task that is not this node's."""
+        (or is no longer open); NodeNotFoundError for a task that is not this node's. The same
+        answer sent again (a retry after a lost reply) is 'accepted' again, not a duplicate."""
         state = DONE if error is None else FAILED
         with self.lock:
             row = self.con.execute(
-                "SELECT state, job_id FROM task WHERE task_id = ? AND node_id = ?",
+                "SELECT state, job_id, result, error FROM task WHERE task_id = ? AND node_id = ?",
                 [task_id, node_id],
             ).fetchone()
             if row is None:
                 raise NodeNotFoundError(f"node {node_id!r} has no task {task_id!r}")
+            if _same_answer(row, state, result, error):
+                return "accepted"
             if row[0] in FINAL:
                 self.con.execute(
                     "UPDATE task SET duplicates = duplicates + 1 WHERE task_id = ?", [task_id]
@@ -237,6 +242,22 @@ class Broker:
             job_id = str(row[1])
         self._jobs.set(job_id)
         return "accepted"
+
+    def progress(self, job_id: str, reported: Collection[str]) -> tuple[list[Task], int]:
+        """The job's final tasks not in ``reported`` (by node) and how many of its tasks are still
+        open: what a caller following the job has not seen yet, without reading it all again."""
+        with self.lock:
+            self._expire(self._now())
+            rows = self.con.execute(
+                _SELECT_TASKS + " WHERE t.job_id = ? AND t.state IN (?, ?, ?, ?)"
+                " ORDER BY t.node_id",
+                [job_id, *sorted(FINAL)],
+            ).fetchall()
+            (open_count,) = self.con.execute(
+                "SELECT count(*) FROM task WHERE job_id = ? AND state IN (?, ?)",
+                [job_id, QUEUED, DELIVERED],
+            ).fetchone()
+        return [_task(row) for row in rows if row[0] not in reported], int(open_count)
 
     async def wait_for_answers(self, job_id: str, timeout: float) -> None:
         """Return when a task of ``job_id`` was answered since the last call, or after
@@ -331,8 +352,8 @@ class Broker:
     def _expire(self, now: float) -> None:
         """(Lock held.) Open tasks of jobs past their deadline, or out of attempts, expire."""
         self.con.execute(
-            "UPDATE task SET state = ? WHERE state IN (?, ?) AND (job_id IN"
-            " (SELECT job_id FROM job WHERE deadline < ?)"
+            "UPDATE task SET state = ? WHERE state IN (?, ?) AND ("
+            "(SELECT deadline FROM job WHERE job.job_id = task.job_id) < ?"
             " OR (state = ? AND lease_until < ? AND attempts >= max_attempts))",
             [EXPIRED, QUEUED, DELIVERED, now, DELIVERED, now],
         )
@@ -342,6 +363,14 @@ _SELECT_TASKS = (
     "SELECT t.task_id, t.job_id, t.node_id, j.kind, j.body, t.state, t.attempts, t.result,"
     " t.error, t.duplicates FROM task t JOIN job j USING (job_id)"
 )
+
+
+def _same_answer(
+    row: tuple[Any, ...], state: str, result: dict[str, Any] | None, error: str | None
+) -> bool:
+    """Whether a task row (state, job, result, error) already holds exactly this answer."""
+    stored = None if row[2] is None else json.loads(row[2])
+    return bool(row[0] == state and stored == result and row[3] == error)
 
 
 def _task(row: tuple[Any, ...]) -> Task:

@@ -118,7 +118,7 @@ async def federated_search(
         yield {"node": node, "status": "offline"}
     tasks: list[Task] = []
     if job_id is not None:
-        async for task in _answers(hub, job_id, deadline):
+        async for task in _answers(hub, job_id):
             tasks.append(task)
             yield node_line(task)
     if audited is not None:
@@ -159,17 +159,16 @@ def summary(tasks: list[Task], offline: list[str], *, complete: bool = True) -> 
     }
 
 
-async def _answers(hub: Hub, job_id: str, deadline_s: float) -> AsyncIterator[Task]:
-    """Each task of the job once, when final; unanswered ones expire at the deadline."""
-    end = utc_now() + timedelta(seconds=deadline_s)
+async def _answers(hub: Hub, job_id: str) -> AsyncIterator[Task]:
+    """Each task of the job once, when final; unanswered ones expire at the job's deadline."""
+    end = hub.broker.deadline(job_id)
     reported: set[str] = set()
     while True:
-        tasks = hub.broker.tasks(job_id)
-        for task in tasks:
-            if task.state in FINAL and task.task_id not in reported:
-                reported.add(task.task_id)
-                yield task
-        if len(reported) == len(tasks):
+        fresh, still_open = hub.broker.progress(job_id, reported)
+        for task in fresh:
+            reported.add(task.task_id)
+            yield task
+        if not still_open:
             return
         remaining = (end - utc_now()).total_seconds()
         if remaining <= 0:
