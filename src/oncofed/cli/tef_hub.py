@@ -21,7 +21,6 @@ from oncofed.cli.options import JsonOption
 from oncofed.errors import ConfigError
 from oncofed.storage.atomic import write_atomic
 from oncofed.tef.algorithm import load_package, zip_package
-from oncofed.tef.report import export_pdf
 from oncofed.tef.spec import load_spec
 
 console = Console()
@@ -146,6 +145,9 @@ def report(
     write_atomic(out, html.encode())
     console.print(f"report: {out}")
     if pdf is not None:
+        # imported here: the report stack (matplotlib) loads only when a PDF is asked for
+        from oncofed.tef.report import export_pdf
+
         console.print(f"pdf: {export_pdf(html, pdf)}")
 
 
