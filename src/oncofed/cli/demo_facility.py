@@ -18,7 +18,7 @@ from rich.table import Table
 
 from oncofed.cli.demo_site_shift import SiteShift
 from oncofed.cli.hub import hub_request
-from oncofed.cli.tef_hub import print_leaderboard, wait_for_run
+from oncofed.cli.tef_hub import estimate_line, print_leaderboard, wait_for_run
 from oncofed.storage.atomic import write_atomic
 from oncofed.tef.algorithm import zip_package
 from oncofed.tef.report import ReportError, export_pdf
@@ -83,19 +83,16 @@ def _print_sites(console: Console, outcomes: dict[str, dict[str, Any]], metric: 
     for node in [*nodes, "pooled"]:
         table.add_column(node)
     for name, outcome in outcomes.items():
-        values = {n["node"]: _value(n["metrics"].get(metric)) for n in outcome.get("nodes", [])}
+        values = {
+            n["node"]: estimate_line(n["metrics"].get(metric), 2) for n in outcome.get("nodes", [])
+        }
         pooled = outcome.get("pooled") or {}
-        table.add_row(name, *[values.get(n, "-") for n in nodes], _value(pooled.get(metric)))
+        table.add_row(
+            name, *[values.get(n, "-") for n in nodes], estimate_line(pooled.get(metric), 2)
+        )
         for node, reason in outcome.get("failures", {}).items():
             console.print(f"[red]{name} at {node}: no result[/] ({reason})")
     console.print(table)
-
-
-def _value(estimate: Any) -> str:
-    if not isinstance(estimate, dict):
-        return "withheld"
-    ci = estimate.get("ci")
-    return f"{estimate['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def _write_report(console: Console, url: str, token: str, run_id: str, stem: Path) -> None:

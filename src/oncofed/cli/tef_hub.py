@@ -29,11 +29,12 @@ WaitOption = Annotated[float, typer.Option(help="Seconds to wait for the run to 
 POLL_S = 1.0
 
 
-def _benchmark_path(reference: str) -> str:
+def _benchmark_ref(reference: str) -> tuple[str, str]:
+    """``ID@VERSION`` as (id, version)."""
     benchmark_id, _, version = reference.partition("@")
     if not benchmark_id or not version:
         raise ConfigError(f"name a benchmark as ID@VERSION, not {reference!r}")
-    return f"{benchmark_id}/{version}"
+    return benchmark_id, version
 
 
 def register(
@@ -80,7 +81,7 @@ def submit(
     ).json()  # fmt: skip
     console.print(f"accepted {record['name']} {record['version']} (sha256 {record['sha256']});"
                   f" dry run in {record['validation']['seconds']} s")  # fmt: skip
-    benchmark_id, version = _benchmark_path(benchmark).split("/")
+    benchmark_id, version = _benchmark_ref(benchmark)
     body = {"benchmark": benchmark_id, "version": version, "algorithm": record["sha256"],
             "leaderboard": leaderboard}  # fmt: skip
     run = hub_request("POST", f"{hub}/hub/v1/tef/runs", token, json=body).json()
@@ -108,22 +109,24 @@ def print_outcome(run: dict[str, Any], out: Console = console) -> None:
     for node in run["nodes"]:
         metric = node["primary_metric"]
         out.print(f"  {node['node']}: {node['data']['cases']} cases, {metric} "
-                  f"{_estimate(node['metrics'].get(metric))}")  # fmt: skip
+                  f"{estimate_line(node['metrics'].get(metric))}")  # fmt: skip
     for node, reason in run["failures"].items():
         out.print(f"  {node}: [red]no result[/] ({reason})")
     pooled = run["pooled"]
     if pooled:
         metric = run["nodes"][0]["primary_metric"]
-        out.print(f"  pooled over {pooled['nodes']} nodes: {metric} {_estimate(pooled.get(metric))}"
+        value = estimate_line(pooled.get(metric))
+        out.print(f"  pooled over {pooled['nodes']} nodes: {metric} {value}"
                   f" (pooling bound ±{pooled['bound']:.4f})")  # fmt: skip
 
 
-def _estimate(entry: Any) -> str:
+def estimate_line(entry: Any, digits: int = 3) -> str:
+    """``0.940 [0.870, 0.970]``, or ``withheld`` where a node released no value."""
     if not isinstance(entry, dict) or entry.get("value") is None:
         return "withheld" if entry is None else str(entry)
     ci = entry.get("ci")
-    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return f"{entry['value']:.3f}{interval}"
+    interval = f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
+    return f"{entry['value']:.{digits}f}{interval}"
 
 
 def report(
@@ -159,7 +162,8 @@ def leaderboard(
     as_json: JsonOption = False,
 ) -> None:
     """A benchmark's leaderboard, best first."""
-    base = f"{hub}/hub/v1/tef/benchmarks/{_benchmark_path(benchmark)}/leaderboard"
+    benchmark_id, version = _benchmark_ref(benchmark)
+    base = f"{hub}/hub/v1/tef/benchmarks/{benchmark_id}/{version}/leaderboard"
     rows = hub_request("GET", base, token).json()
     if html is not None:
         write_atomic(html, hub_request("GET", f"{base}.html", token).content)
@@ -173,7 +177,7 @@ def print_leaderboard(rows: list[dict[str, Any]], out: Console = console) -> Non
     """The rows as a table, in the hub's order (best first)."""
     table = Table("algorithm", "version", "value [CI]", "nodes", "cases", "date")
     for row in rows:
-        table.add_row(row["algorithm"], row["version"], _estimate(row), str(row["nodes"]),
+        table.add_row(row["algorithm"], row["version"], estimate_line(row), str(row["nodes"]),
                       str(row["cases"]), row["date"])  # fmt: skip
     out.print(table)
 

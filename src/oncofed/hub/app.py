@@ -13,15 +13,19 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from oncofed import __version__
 from oncofed.access.policy import Principal, Role
 from oncofed.errors import AuthError, ForbiddenError, NodeNotFoundError, NotFoundError, QueryError
+from oncofed.hub.deps import Caller
+from oncofed.hub.facility import Facility
+from oncofed.hub.facility_api import facility_router, install_facility_problems
+from oncofed.hub.facility_compare import Comparisons
 from oncofed.hub.negotiation_api import governance_router
 from oncofed.hub.registry import APPROVED, REJECTED, REMOVED
 from oncofed.hub.search import MAX_DEADLINE_S, federated_search, search_outcome
@@ -61,11 +65,6 @@ def create_hub_app(hub: Hub) -> FastAPI:
     app.include_router(_node_routes(hub), prefix="/hub/v1")
     app.include_router(_people_routes(hub), prefix="/hub/v1")
     app.include_router(governance_router(hub), prefix="/hub/v1")
-    # imported here: the facility's routes use this module's Caller dependency
-    from oncofed.hub.facility import Facility
-    from oncofed.hub.facility_api import facility_router, install_facility_problems
-    from oncofed.hub.facility_compare import Comparisons
-
     facility = Facility(hub)
     app.include_router(facility_router(facility, Comparisons(facility)), prefix="/hub/v1")
     install_facility_problems(app)
@@ -183,25 +182,6 @@ def _record_answer(hub: Hub, node: str, answer: dict[str, Any]) -> str:
     ):
         hub.store_catalogue(node, collections)
     return outcome
-
-
-def hub_dependency(request: Request) -> Hub:
-    """FastAPI dependency: the Hub the app serves (``hub: HubDep`` in a route)."""
-    hub: Hub = request.app.state.hub
-    return hub
-
-
-HubDep = Annotated[Hub, Depends(hub_dependency)]
-
-
-def _caller(hub: HubDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The hub user of the bearer token."""
-    if not authorization or not authorization.startswith("Bearer "):
-        raise AuthError("use 'Authorization: Bearer <token>'")
-    return hub.authenticate(authorization.removeprefix("Bearer ").strip())
-
-
-Caller = Annotated[Principal, Depends(_caller)]
 
 
 def _people_routes(hub: Hub) -> APIRouter:

@@ -333,12 +333,14 @@ class Facility:
                    "nodes": completed, "failures": failures, "pooled": pooled,
                    "pooled_without": left_out}  # fmt: skip
         with self.hub.lock:
-            self.hub.con.execute(
-                "UPDATE tef_run SET state = ?, outcome = ? WHERE run_id = ? AND state = ?",
+            first = self.hub.con.execute(
+                "UPDATE tef_run SET state = ?, outcome = ? WHERE run_id = ? AND state = ?"
+                " RETURNING run_id",
                 [outcome["state"], json.dumps(outcome), row["run_id"], RUNNING],
-            )
-        self.hub.audit("system", "tef.run.finish", f"run/{row['run_id']}",
-                       {"state": outcome["state"], "failures": failures})  # fmt: skip
+            ).fetchall()
+        if first:  # audited by the caller whose outcome was kept
+            self.hub.audit("system", "tef.run.finish", f"run/{row['run_id']}",
+                           {"state": outcome["state"], "failures": failures})  # fmt: skip
         stored = self._run_row(row["run_id"])
         assert stored is not None and stored["outcome"] is not None
         return dict(stored["outcome"])

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from oncofed.errors import OncofedError, QueryError
-from oncofed.hub.app import Caller
+from oncofed.hub.deps import Caller
 from oncofed.hub.facility import MAX_PACKAGE_BYTES, Facility
 from oncofed.hub.facility_compare import Comparisons
 from oncofed.server.problems import problem
