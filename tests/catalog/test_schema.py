@@ -64,3 +64,27 @@ def test_python_surrogate_keys_match_duckdb() -> None:
         "SELECT t, md5_number_upper(t) FROM unnest(?) AS u(t)", params=[texts]
     ).fetchall()
     assert {t: surrogate_key(t) for t in texts} == dict(rows)
+
+
+def test_a_catalog_with_rows_gains_the_lookup_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "v4.duckdb"
+    _make_catalog_at_version(path, 4)
+    con = duckdb.connect(str(path))
+    con.execute(
+        "INSERT INTO instance (sop_uid, series_key, sha256, size) VALUES ('1.2.3', 7, 'ab', 1)"
+    )
+    con.close()
+    with Catalog(path) as catalog:
+        indexes = catalog.con.execute(
+            "SELECT table_name, expressions FROM duckdb_indexes() ORDER BY index_name"
+        ).fetchall()
+        assert set(indexes) == {
+            ("instance", "[series_key]"),
+            ("instance", "[sop_uid]"),
+            ("series", "[series_key]"),
+            ("study", "[study_key]"),
+        }
+        found = catalog.con.execute(
+            "SELECT sha256 FROM instance WHERE series_key = ?::UBIGINT", [7]
+        ).fetchall()
+        assert found == [("ab",)]

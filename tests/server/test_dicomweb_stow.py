@@ -82,6 +82,26 @@ def test_stow_deidentifies_and_qido_finds(fresh: RunningNode) -> None:
     assert again.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
 
 
+def test_a_series_retrieved_again_after_a_store_has_the_new_instance(fresh: RunningNode) -> None:
+    by_series: dict[str, list[Path]] = {}
+    for path in fresh.cohort.files:
+        by_series.setdefault(str(pydicom.dcmread(path).SeriesInstanceUID), []).append(path)
+    first, second = next(paths for paths in by_series.values() if len(paths) >= 2)[:2]
+    accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    with _client(fresh) as client:
+        stored = client.post(
+            "/dicomweb/studies", content=_body(first.read_bytes()), headers={"Content-Type": CT}
+        )
+        url = stored.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+        series_url = url.split("/instances/")[0].removeprefix(fresh.url)
+        assert client.get(series_url, headers=accept).content.count(b"DICM") == 1
+        assert client.get(series_url, headers=accept).content.count(b"DICM") == 1  # remembered
+        client.post(
+            "/dicomweb/studies", content=_body(second.read_bytes()), headers={"Content-Type": CT}
+        )
+        assert client.get(series_url, headers=accept).content.count(b"DICM") == 2
+
+
 def test_stow_statuses(fresh: RunningNode) -> None:
     good = [p.read_bytes() for p in fresh.cohort.files[1:3]]
     with _client(fresh) as http:

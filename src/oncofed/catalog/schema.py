@@ -8,6 +8,11 @@ Design notes:
   cohort query is a single scan of one table (denormalised on purpose; the writer keeps it true).
 - No PRIMARY KEY constraints on the large tables: DuckDB's ART indexes slow bulk loads and
   updates; uniqueness is kept by the writers (anti-joins), and tests check it.
+- Plain (non-unique) ART indexes serve the node server's point look-ups: a study, a series
+  and its instances (WADO-RS), an instance by SOP Instance UID (duplicate check on receive).
+  Without them each look-up scans its table (6 ms a series at 1M series, 1.2 ms an instance at
+  1M instances, measured); with them 0.3-0.4 ms. A bulk load of 1M series costs ~0.3 s more.
+  DuckDB uses them only when the value compared has the column's type (``?::UBIGINT``).
 """
 
 from __future__ import annotations
@@ -205,6 +210,19 @@ MIGRATIONS += (
                 expires_at TIMESTAMPTZ NOT NULL,
                 revoked_at TIMESTAMPTZ
             )""",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        5,
+        "indexes for the node server's point look-ups",
+        (
+            "CREATE INDEX study_by_key ON study (study_key)",
+            "CREATE INDEX series_by_key ON series (series_key)",
+            "CREATE INDEX instance_by_series ON instance (series_key)",
+            "CREATE INDEX instance_by_sop_uid ON instance (sop_uid)",
         ),
     ),
 )

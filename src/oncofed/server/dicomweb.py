@@ -29,8 +29,10 @@ from oncofed.server.dicomweb_common import (
     boundary,
     check_uid,
     locate,
+    multipart_body,
     multipart_part_types,
     multipart_stream,
+    visible_located,
 )
 from oncofed.server.dicomweb_frames import (
     bytes_of_frame,
@@ -46,7 +48,15 @@ from oncofed.server.dicomweb_openapi import qido_openapi
 from oncofed.server.dicomweb_qido import Search, parse_search, run, to_json
 from oncofed.server.dicomweb_render import choose_type, parse_options, render
 from oncofed.server.dicomweb_stow import Outcome, response_json, store
-from oncofed.server.dicomweb_wado import instance_part, instance_url, metadata, size_as_stored
+from oncofed.server.dicomweb_wado import (
+    META_BYTES,
+    choose_syntax,
+    instance_part,
+    instance_url,
+    metadata,
+    stored_syntax,
+    syntax_in,
+)
 from oncofed.server.service import NodeService
 
 _JSON_TYPES = (DICOM_JSON, "application/json")
@@ -309,25 +319,36 @@ def _locate(
     for uid, name in ((study, "StudyInstanceUID"), (series, "SeriesInstanceUID"), (sop, "SOP")):
         if uid is not None:
             check_uid(uid, name)
-    with node.connection() as con:
-        found = locate(con, study, series, sop, _visible(caller))
+    collections = _visible(caller)
+
+    def query() -> list[tuple[Any, ...]]:
+        with node.connection() as con:
+            return locate(con, study, series, sop)
+
     target = "/".join(uid for uid in (study, series, sop) if uid)
+    found = visible_located(
+        node.reads.get(("locate", study, series, sop), query), target, collections
+    )
     node.audit_read(caller.user_id, "read", f"dicomweb/{target}", {"instances": len(found)})
     return found
 
 
 def _instances(request: Request, node: NodeService, items: list[Located]) -> Response:
-    """The instances as one multipart body: sent whole when they are sent as stored and
-    together under ``INLINE_BYTES`` (a streamed response costs a task and a thread hop per
-    chunk, ~1 ms a request), else streamed."""
+    """The instances as one multipart body: read whole and sent in one body when together
+    under ``INLINE_BYTES`` and sent as stored (a streamed response costs a task and a thread
+    hop per chunk, ~1 ms a request), else streamed."""
     ranges = multipart_part_types(request, DICOM)
     paths = [node.blob_path(item.sha256) for item in items]
-    parts = [instance_part(path, ranges) for path in paths]
     marker = boundary()
     media_type = f'{MULTIPART}; type="{DICOM}"; boundary={marker}'
-    sizes = [size_as_stored(path, ranges) for path in paths]
-    if all(size is not None for size in sizes) and sum(s or 0 for s in sizes) <= INLINE_BYTES:
-        return Response(b"".join(multipart_stream(parts, marker)), media_type=media_type)
+    if sum(item.size for item in items) <= INLINE_BYTES:
+        blobs = [(path, path.read_bytes()) for path in paths]
+        stored = [syntax_in(blob[:META_BYTES]) or stored_syntax(path) for path, blob in blobs]
+        if all(choose_syntax(syntax, ranges) == syntax for syntax in stored):
+            kinds = (f"{DICOM}; transfer-syntax={syntax}" for syntax in stored)
+            body = multipart_body(zip(kinds, (blob for _, blob in blobs), strict=True), marker)
+            return Response(body, media_type=media_type)
+    parts = [instance_part(path, ranges) for path in paths]
     return StreamingResponse(coalesce(multipart_stream(parts, marker)), media_type=media_type)
 
 

@@ -135,10 +135,26 @@ def multipart_stream(
 ) -> Iterator[bytes]:
     """Encode (content type, chunk producer) parts as a multipart/related body."""
     for content_type, produce in parts:
-        yield f"--{marker}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")
+        yield _part_head(marker, content_type)
         yield from produce()
         yield b"\r\n"
-    yield f"--{marker}--\r\n".encode("ascii")
+    yield _closing(marker)
+
+
+def multipart_body(parts: Iterable[tuple[str, bytes]], marker: str) -> bytes:
+    """Encode (content type, bytes) parts as a whole multipart/related body."""
+    chunks: list[bytes] = []
+    for content_type, data in parts:
+        chunks += (_part_head(marker, content_type), data, b"\r\n")
+    return b"".join((*chunks, _closing(marker)))
+
+
+def _part_head(marker: str, content_type: str) -> bytes:
+    return f"--{marker}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")
+
+
+def _closing(marker: str) -> bytes:
+    return f"--{marker}--\r\n".encode("ascii")
 
 
 def file_chunks(path: Path) -> Callable[[], Iterator[bytes]]:
@@ -162,6 +178,7 @@ class Located:
     sop_class: str | None
     sha256: str
     frames: int | None
+    size: int
 
 
 def locate(
@@ -169,35 +186,50 @@ def locate(
     study: str,
     series: str | None = None,
     sop: str | None = None,
-    collections: list[str] | None = None,
-) -> list[Located]:
-    """The instances under a path in ``collections`` (None: all); 404 if none, 403 if hidden.
+) -> list[tuple[Any, ...]]:
+    """The instances under a path, each with its collection, in UID order: one query; check
+    what may be seen with :func:`visible_located`.
 
-    One query: the rows come with their collection and are filtered here."""
-    sql = [
-        "SELECT st.study_uid, s.series_uid, i.sop_uid, i.sop_class, i.sha256, i.frames,",
-        "s.collection_id FROM instance i JOIN series s ON s.series_key = i.series_key",
-        "JOIN study st ON st.study_key = s.study_key",
-        "WHERE st.study_key = ? AND st.study_uid = ?",
-    ]
-    params: list[Any] = [surrogate_key(check_uid(study, "StudyInstanceUID")), study]
-    if series is not None:
-        sql.append("AND s.series_key = ? AND s.series_uid = ?")
-        params += [surrogate_key(check_uid(series, "SeriesInstanceUID")), series]
+    A series is found by its indexed key in ``series`` and ``instance`` (see catalog.schema),
+    and its study by key too (the catalog's keys are its identities). The rows are sorted here:
+    ``ORDER BY`` costs DuckDB ~0.3 ms even for 20 rows."""
+    study_key = surrogate_key(check_uid(study, "StudyInstanceUID"))
+    columns = "i.sop_uid, i.sop_class, i.sha256, i.frames, i.size, s.collection_id"
+    if series is None:
+        sql = [
+            f"SELECT st.study_uid, s.series_uid, {columns} FROM instance i",
+            "JOIN series s ON s.series_key = i.series_key",
+            "JOIN study st ON st.study_key = s.study_key",
+            "WHERE st.study_key = ?::UBIGINT AND st.study_uid = ?",
+        ]
+        params: list[Any] = [study_key, study]
+    else:
+        key = surrogate_key(check_uid(series, "SeriesInstanceUID"))
+        sql = [
+            f"SELECT ?, s.series_uid, {columns} FROM instance i",
+            "JOIN series s ON s.series_key = i.series_key",
+            "WHERE i.series_key = ?::UBIGINT AND s.series_key = ?::UBIGINT",
+            "AND s.series_uid = ? AND s.study_key = ?::UBIGINT",
+        ]
+        params = [study, key, key, series, study_key]
     if sop is not None:
         sql.append("AND i.sop_uid = ?")
         params.append(check_uid(sop, "SOPInstanceUID"))
-    sql.append("ORDER BY s.series_uid, i.sop_uid")
-    rows = con.execute(" ".join(sql), params).fetchall()
-    path = "/".join(part for part in (study, series, sop) if part)
+    return sorted(con.execute(" ".join(sql), params).fetchall(), key=lambda row: row[1:3])
+
+
+def visible_located(
+    rows: list[tuple[Any, ...]], path: str, collections: list[str] | None
+) -> list[Located]:
+    """The rows of :func:`locate` in ``collections`` (None: all); 404 if none, 403 if hidden."""
     if not rows:
         raise DicomwebProblem(404, "not_found", f"no stored instances under {path}")
     if collections is not None:
         visible = set(collections)
-        rows = [row for row in rows if row[6] in visible]
+        rows = [row for row in rows if row[-1] in visible]
         if not rows:
             raise ForbiddenError(f"no transfer grant covers the instances under {path}")
-    return [Located(*row[:6]) for row in rows]
+    return [Located(*row[:-1]) for row in rows]
 
 
 def base_url(request: Request) -> str:

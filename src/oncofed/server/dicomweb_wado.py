@@ -93,12 +93,6 @@ def instance_part(path: Path, ranges: list[MediaRange]) -> tuple[str, Producer]:
     return content_type, lambda: iter([transcode(path, target)])
 
 
-def size_as_stored(path: Path, ranges: list[MediaRange]) -> int | None:
-    """The bytes sent for an instance sent as stored; None when it is transcoded."""
-    stored = stored_syntax(path)
-    return path.stat().st_size if choose_syntax(stored, ranges) == stored else None
-
-
 def transcode(path: Path, target: str) -> bytes:
     """The instance re-encoded in a native syntax (decompressing pixel data if needed)."""
     ds = pydicom.dcmread(path)

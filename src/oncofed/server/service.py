@@ -30,6 +30,7 @@ from oncofed.ingest.receive import Conflict, Receiver, ReceiveSession
 from oncofed.ingest.report import IngestReport
 from oncofed.ingest.stages import DeidentifyStage
 from oncofed.node import Node
+from oncofed.server.read_cache import ReadCache
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class NodeService(Closing):
         self._readers = _Readers(node.catalog.con)
         self._stages: dict[str, DeidentifyStage] = {}
         self.principals = PrincipalCache()
+        self.reads = ReadCache()
         self._closed = threading.Event()
         self._audit_delay_s = audit_delay_s
         delay = BATCH_SYNC_DELAY_S if node.settings.ingest_fsync == "batch" else None
@@ -132,12 +134,14 @@ class NodeService(Closing):
     @contextmanager
     def catalog(self) -> Iterator[Catalog]:
         """The catalog, held exclusively for the duration of the ``with`` block; remembered
-        tokens are forgotten after it (the block may have changed users, tokens or grants)."""
+        tokens and reads are forgotten after it (the block may have changed users, tokens,
+        grants or instances)."""
         try:
             with self._lock:
                 yield self.node.catalog
         finally:
             self.principals.invalidate()
+            self.reads.invalidate()
 
     def authenticate(self, token: str) -> Principal:
         """The principal of an oncofed API token (``ofd_...``), remembered for up to
@@ -227,8 +231,11 @@ class NodeService(Closing):
 
     @contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._lock:
-            yield self.node.catalog.con
+        try:
+            with self._lock:
+                yield self.node.catalog.con
+        finally:
+            self.reads.invalidate()
 
     def _stored_digests(self, sop_uids: Sequence[str]) -> dict[str, str]:
         """SOP Instance UID → sha256 of those catalogued, in one query (for one UID, an

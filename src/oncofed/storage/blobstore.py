@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from oncofed.errors import StoreError
 
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _FSYNC_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-fsync")
 """Concurrent fsyncs: the kernel commits them together (16 in flight: ~0.2 ms a blob measured
@@ -55,9 +57,9 @@ class BlobStore:
 
     def path_for(self, digest: str) -> Path:
         """Where the blob with this digest lives (whether or not it exists)."""
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if not _DIGEST.fullmatch(digest):
             raise StoreError(f"not a sha256 digest: {digest!r}")
-        return self.objects / digest[:2] / digest[2:4] / digest
+        return self.objects / f"{digest[:2]}/{digest[2:4]}/{digest}"
 
     def has(self, digest: str) -> bool:
         """Whether the blob is stored."""
