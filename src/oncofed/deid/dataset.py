@@ -11,7 +11,6 @@ from collections import Counter
 from typing import Any
 
 from pydicom._dicom_dict import DicomDictionary
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -76,6 +75,22 @@ def _texts(value: Any) -> list[str]:
     return [text] if text else []
 
 
+def _joined(texts: list[str]) -> str | list[str] | None:
+    """pydicom's value for ``texts``: one string, a list of several, None for none."""
+    return texts if len(texts) > 1 else (texts[0] if texts else None)
+
+
+def checked_vr(tag: int, vr: str | None) -> str:
+    """An element's VR (the dictionary's when the file states none); Rejected if the stated
+    one contradicts the dictionary (text vs number vs bulk)."""
+    if vr is None:
+        return DICT_VR.get(tag, "UN")
+    expected = DICT_FAMILY.get(tag)
+    if expected is not None and FAMILY.get(vr, expected) != expected:
+        raise Rejected(f"{label_of(tag)} has VR {vr}, which the standard does not allow")
+    return str(vr)
+
+
 def label_of(tag: int) -> str:
     """Return ``(gggg,eeee) Keyword`` for a tag (``private attributes`` for PRIVATE)."""
     if tag == PRIVATE:
@@ -105,11 +120,14 @@ class Walker:
         """Walk ``ds`` (top level), then clean collected text with every identifier known."""
         self._walk(ds, 0)
         if self._to_clean:
-            redact = Redactor(self.needles.texts)
+            redact = self.redactor()
             for item, tag in self._to_clean:
                 elem = item[tag]
-                texts = [redact(text) for text in _texts(elem.value)]
-                elem.value = texts if len(texts) > 1 else (texts[0] if texts else None)
+                elem.value = _joined([redact(text) for text in _texts(elem.value)])
+
+    def redactor(self) -> Redactor:
+        """Cleans collected text once every identifier of the input is known."""
+        return Redactor(self.needles.texts)
 
     def _walk(self, ds: Dataset, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -138,14 +156,7 @@ class Walker:
             self._private(ds, private, depth)
 
     def _vr(self, ds: Dataset, tag: int) -> str:
-        """The element's VR; Rejected if it contradicts the dictionary (text vs number vs bulk)."""
-        vr = ds.get_item(tag).VR
-        if vr is None:
-            return DICT_VR.get(tag, "UN")
-        expected = DICT_FAMILY.get(tag)
-        if expected is not None and FAMILY.get(vr, expected) != expected:
-            raise Rejected(f"{label_of(tag)} has VR {vr}, which the standard does not allow")
-        return str(vr)
+        return checked_vr(tag, ds.get_item(tag).VR)
 
     def _recurse(self, ds: Dataset, tag: int, depth: int) -> None:
         for item in ds[tag].value or ():
@@ -155,20 +166,28 @@ class Walker:
         vr = self._vr(ds, tag)
         if vr == "SQ":
             self._recurse(ds, tag, depth)
-        elif vr in ("DA", "DT", "PN", "UN"):
-            action = {"PN": "D", "UN": "X"}.get(vr, self.profile.actions[STUDY_DATE])
+            return
+        action = self.unlisted_action(vr)
+        if action is not None:
             self.actions[(tag, action)] += 1
             self._apply(ds, tag, action, depth)
 
-    def _collect(self, tag: int, elem: DataElement, vr: str, action: str) -> None:
+    def unlisted_action(self, vr: str) -> str | None:
+        """The action for an attribute the profile does not list (None: kept as it is)."""
+        if vr in ("DA", "DT", "PN", "UN"):
+            return {"PN": "D", "UN": "X"}.get(vr, self.profile.actions[STUDY_DATE])
+        return None
+
+    def collect(self, tag: int, texts: list[str], vr: str, action: str) -> None:
+        """Record the identifying values among ``texts`` (an element's) for verification."""
         if vr == "PN":
-            for text in _texts(elem.value):
+            for text in texts:
                 self.needles.add_name(label_of(tag), text)
         elif vr in ("DA", "DT"):
-            for text in _texts(elem.value):
+            for text in texts:
                 self.needles.add_dates(label_of(tag), text)
         elif (vr == "UI" and action == "U") or (tag in self.profile.identifying and vr in TEXT_VRS):
-            for text in _texts(elem.value):
+            for text in texts:
                 self.needles.add_text(label_of(tag), text)
 
     def _apply(self, ds: Dataset, tag: int, action: str, depth: int) -> None:
@@ -184,44 +203,32 @@ class Walker:
         if action == "K":
             return  # kept as read: never decoded
         elem = ds[tag]  # decoded once, for the values to verify and to change
-        self._collect(tag, elem, vr, action)
+        texts = _texts(elem.value)
+        self.collect(tag, texts, vr, action)
         if action == "X":
             del ds[tag]
-        elif tag in PSEUDONYM_TAGS and action in ("Z", "D"):
-            elem.value = self.pseudonym
-        elif action == "Z":
-            elem.value = None
-        elif action == "D":
-            self._dummy(elem, vr)
-        elif action == "U":
-            self._uids(elem, vr)
-        elif action == "C":
-            self._clean(ds, tag, elem, vr)
-
-    def _dummy(self, elem: DataElement, vr: str) -> None:
-        if vr == "UI":
-            self._uids(elem, vr)
-        else:
-            elem.value = DUMMIES.get(vr, DUMMY_TEXT)
-
-    def _uids(self, elem: DataElement, vr: str) -> None:
-        if vr != "UI":
-            elem.value = None
-            return
-        mapped = [self.keyring.uid(text.strip("\0 ")) for text in _texts(elem.value)]
-        elem.value = mapped if len(mapped) > 1 else (mapped[0] if mapped else None)
-
-    def _clean(self, ds: Dataset, tag: int, elem: DataElement, vr: str) -> None:
-        if vr in ("DA", "DT"):
-            shift = shift_da if vr == "DA" else shift_dt
-            moved = [shift(text, self.offset) for text in _texts(elem.value)]
-            if any(m is None for m in moved):
-                self.date_blanked += 1
-                elem.value = None
-            else:
-                elem.value = moved if len(moved) > 1 else (moved[0] if moved else None)
-        elif vr in TEXT_VRS:
+        elif action == "C" and vr in TEXT_VRS:
             self._to_clean.append((ds, tag))
+        elif action in ("Z", "D", "U") or (action == "C" and vr in ("DA", "DT")):
+            elem.value = self.changed(tag, vr, action, texts)
+
+    def changed(self, tag: int, vr: str, action: str, texts: list[str]) -> Any:
+        """The new value of an element under a Z, D, U action, or C on a date (its ``texts``
+        as read); None for an empty one."""
+        if tag in PSEUDONYM_TAGS and action in ("Z", "D"):
+            return self.pseudonym
+        if action == "Z" or (action == "U" and vr != "UI"):
+            return None
+        if vr == "UI":  # D or U
+            return _joined([self.keyring.uid(text.strip("\0 ")) for text in texts])
+        if action == "D":
+            return DUMMIES.get(vr, DUMMY_TEXT)
+        shift = shift_da if vr == "DA" else shift_dt  # C on a date
+        moved = [shift(text, self.offset) for text in texts]
+        if any(m is None for m in moved):
+            self.date_blanked += 1
+            return None
+        return _joined([m for m in moved if m is not None])
 
     def _private(self, ds: Dataset, tags: list[int], depth: int) -> None:
         """Remove private elements, except listed safe ones (with their creator) under the option.

@@ -28,6 +28,8 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+IMPLEMENTATION_UID = "2.25.233466733400419436358187447208532404171"
+IMPLEMENTATION_VERSION = "ONCOFED_DEID_1"
 ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 ASCII_STRING_VRS = frozenset(
@@ -40,7 +42,54 @@ _FROZEN: dict[int, Dataset] = {}
 _ENCODED: dict[tuple[int, bool, bool, str], bytes] = {}
 
 
-def encode(ds: Dataset, meta: FileMetaDataset, preamble: bytes = b"\0" * 128) -> bytes:
+def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> FileMetaDataset:
+    """The file meta information of a de-identified instance."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
+
+
+def meta_bytes(meta: FileMetaDataset, preamble: bytes = b"\0" * 128) -> bytes:
+    """The start of a Part-10 file: preamble, ``DICM`` and ``meta`` (written by pydicom)."""
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = False, True
+    fp.write(preamble + b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    return bytes(fp.getvalue())
+
+
+def deidentified_head(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """``meta_bytes(file_meta(...))`` written directly: pydicom's writer spends ~0.3 ms on the
+    six elements (tests check both are equal)."""
+    elements = b"".join(
+        struct.pack("<HH2sH", 2, number, b"UI", len(value)) + value
+        for number, value in (
+            (0x0002, _padded(sop_class, b"\0")),
+            (0x0003, _padded(sop_instance, b"\0")),
+            (0x0010, _padded(transfer_syntax, b"\0")),
+            (0x0012, _padded(IMPLEMENTATION_UID, b"\0")),
+        )
+    )
+    version = _padded(IMPLEMENTATION_VERSION, b" ")
+    elements = (
+        struct.pack("<HH2sHI", 2, 0x0001, b"OB", 0, 2) + b"\0\1"
+        + elements
+        + struct.pack("<HH2sH", 2, 0x0013, b"SH", len(version)) + version
+    )  # fmt: skip
+    group_length = struct.pack("<HH2sHI", 2, 0x0000, b"UL", 4, len(elements))
+    return b"\0" * 128 + b"DICM" + group_length + elements
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    data = text.encode("ascii")
+    return data + pad * (len(data) % 2)
+
+
+def encode(ds: Dataset, meta: FileMetaDataset) -> bytes:
     """Return ``ds`` as a Part-10 file with ``meta``, in ``meta``'s transfer syntax."""
     ts = UID(meta.TransferSyntaxUID)
     bad = [tag for tag in ds._dict if tag >> 16 in (0, 2)]
@@ -48,8 +97,7 @@ def encode(ds: Dataset, meta: FileMetaDataset, preamble: bytes = b"\0" * 128) ->
         raise ValueError("command or file meta elements in the data set")
     fp = DicomBytesIO()
     fp.is_implicit_VR, fp.is_little_endian = ts.is_implicit_VR, ts.is_little_endian
-    fp.write(preamble + b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
+    fp.write(meta_bytes(meta))
     if "PixelData" in ds:  # as dcmwrite: encapsulated pixel data has undefined length
         ds["PixelData"].is_undefined_length = ts.is_compressed
     if ts == DeflatedExplicitVRLittleEndian:

@@ -14,22 +14,22 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import Any
 
 import pydicom
 from pydicom.charset import convert_encodings
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from oncofed.deid.dataset import Rejected, Walker
-from oncofed.deid.encode import encode, freeze
+from oncofed.deid.encode import encode, file_meta, freeze
 from oncofed.deid.keys import Keyring
 from oncofed.deid.pixels import clean_pixels, needs_cleaning
 from oncofed.deid.profile import Profile, build_profile
+from oncofed.deid.stream import deidentify
 from oncofed.deid.verify import scan
 from oncofed.errors import QuarantineError
 
-IMPLEMENTATION_UID = "2.25.233466733400419436358187447208532404171"
-IMPLEMENTATION_VERSION = "ONCOFED_DEID_1"
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -136,28 +136,34 @@ def _method_codes(codes: tuple[tuple[str, str], ...]) -> list[Dataset]:
     return items
 
 
-def _mark(ds: Dataset, profile: Profile) -> None:
-    """Record the de-identification in the attributes PS3.15 E.1.1 asks for."""
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = profile.method_description()
-    ds.DeidentificationMethodCodeSequence = _method_codes(tuple(profile.codes()))
+def marks(profile: Profile) -> list[tuple[int, str, Any]]:
+    """(tag, VR, value) of the attributes PS3.15 E.1.1 asks for to record the de-identification."""
     if "retain-modified-dates" in profile.options:
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        dates = "MODIFIED"
     elif "retain-full-dates" in profile.options:
-        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        dates = "UNMODIFIED"
     else:
-        ds.LongitudinalTemporalInformationModified = "REMOVED"
+        dates = "REMOVED"
+    return [
+        (0x00120062, "CS", "YES"),  # Patient Identity Removed
+        (0x00120063, "LO", profile.method_description()),  # De-identification Method
+        (0x00120064, "SQ", _method_codes(tuple(profile.codes()))),
+        (0x00280303, "CS", dates),  # Longitudinal Temporal Information Modified
+    ]
+
+
+def _mark(ds: Dataset, profile: Profile) -> None:
+    """Record the de-identification in the data set."""
+    for tag, vr, value in marks(profile):
+        if tag in ds:
+            ds[tag].value = value
+        else:
+            ds.add_new(tag, vr, value)
 
 
 def _encode(ds: Dataset, ts: str) -> bytes:
     """Write ``ds`` as Part-10 with a fresh preamble and file meta."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
-    meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID)
-    meta.TransferSyntaxUID = UID(ts)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    return encode(ds, meta)
+    return encode(ds, file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), ts))
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,27 @@ class DeidStage:
             ) from None
 
     def _process(self, raw: bytes) -> tuple[Outcome, Dataset]:
+        return self.from_bytes(raw) or self.through_pydicom(raw)
+
+    def from_bytes(self, raw: bytes) -> tuple[Outcome, Dataset] | None:
+        """The common case de-identified straight from the bytes (:mod:`oncofed.deid.stream`,
+        ~4x quicker), the same output as :meth:`through_pydicom`; None for other inputs."""
+        fast = deidentify(raw, self.profile, self.key, marks)
+        if fast is None:
+            return None
+        data, header, pseudonym, walker = fast
+        outcome = Outcome(
+            data=data,
+            sop_instance_uid=str(header.SOPInstanceUID),
+            study_instance_uid=str(header.get("StudyInstanceUID", "")),
+            series_instance_uid=str(header.get("SeriesInstanceUID", "")),
+            pseudonym=pseudonym,
+            actions=walker.actions,
+        )
+        return outcome, header
+
+    def through_pydicom(self, raw: bytes) -> tuple[Outcome, Dataset]:
+        """Any input de-identified through a pydicom data set (Rejected with the reason)."""
         ds = _parse(raw)
         for required in ("SOPClassUID", "SOPInstanceUID"):
             if not str(ds.get(required, "") or "").strip():

@@ -12,8 +12,10 @@ import struct
 
 from oncofed.errors import IngestError
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
-_SHORT_VRS = "AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST SV TM UI UL US UV"
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)  # PS3.5 Table 7.1-1: a reserved field and a 4-byte length
+_SHORT_VRS = "AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US"
 _ALL_VRS = _LONG_VRS | frozenset(vr.encode() for vr in _SHORT_VRS.split(" "))
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = (0xFFFE, 0xE000)
