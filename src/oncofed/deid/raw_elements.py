@@ -39,6 +39,11 @@ ITEM_HEADER = struct.Struct("<HHI")
 _IMPLICIT, _SHORT, _LONG = ITEM_HEADER, struct.Struct("<HH2sH"), struct.Struct("<HH2sHI")
 
 
+Value = bytes | memoryview
+"""An element's value: large ones (pixel data) are views of the input, not copies."""
+VIEW_BYTES = 1 << 16
+
+
 class Declined(Exception):
     """The input is outside this walk's common case; the pydicom path takes it."""
 
@@ -49,7 +54,7 @@ class Element:
 
     tag: int
     vr: str | None  # as stated; None in Implicit VR
-    value: bytes
+    value: Value
     undefined: bool = False
     items: list[tuple[list[Element], bool]] | None = None  # (elements, undefined length)
 
@@ -60,7 +65,7 @@ class Out:
 
     tag: int
     vr: str
-    value: bytes
+    value: Value
     undefined: bool = False
 
 
@@ -69,7 +74,14 @@ class Reader:
 
     def __init__(self, raw: bytes, implicit: bool) -> None:
         self.raw = raw
+        self.view = memoryview(raw)
         self.implicit = implicit
+
+    def value(self, pos: int, length: int) -> Value:
+        """The bytes at ``pos``: a copy when small, a view of the input when large."""
+        if length < VIEW_BYTES:
+            return self.raw[pos : pos + length]
+        return self.view[pos : pos + length]
 
     def dataset(self, pos: int, end: int, *, item: bool = False) -> tuple[list[Element], int]:
         elements: list[Element] = []
@@ -100,7 +112,7 @@ class Reader:
             else:
                 if pos + length > end:
                     raise Declined("truncated")
-                element, pos = Element(tag, vr, raw[pos : pos + length]), pos + length
+                element, pos = Element(tag, vr, self.value(pos, length)), pos + length
             elements.append(element)
         if item or pos != end:
             raise Declined("data ends inside an item")
@@ -144,7 +156,7 @@ class Reader:
             (size,) = _U32.unpack_from(self.raw, pos + 4)
             marker = group << 16 | number
             if marker == SEQUENCE_END:
-                return Element(tag, vr, self.raw[start:pos], True), pos + 8
+                return Element(tag, vr, self.value(start, pos - start), True), pos + 8
             if marker != ITEM or size == UNDEFINED or pos + 8 + size > end:
                 raise Declined("bad fragment")
             pos += 8 + size
@@ -155,13 +167,14 @@ def dictionary_vr(tag: int) -> str | None:
     return str(entry[0]) if entry else None
 
 
-def ascii_text(value: bytes) -> str:
+def ascii_text(value: Value) -> str:
+    value = bytes(value)
     if not value.isascii() or b"\x1b" in value:
         raise Declined("not plain ASCII")
     return value.decode("ascii")
 
 
-def decoded(vr: str, value: bytes) -> list[str] | None:
+def decoded(vr: str, value: Value) -> list[str] | None:
     """An element's value as the pydicom path's ``_texts`` sees it (None: not text)."""
     if vr in NUMBER_FORMATS:
         if len(value) % struct.calcsize("<" + NUMBER_FORMATS[vr]):
@@ -201,8 +214,9 @@ def encoded(vr: str, value: Any) -> bytes:
     return encoded + (b"\0" if vr == "UI" else b" ") * (len(encoded) % 2)
 
 
-def element_bytes(element: Out, implicit: bool) -> bytes:
-    """An output element as the pydicom path writes it: header, value, delimiter if any."""
+def element_bytes(element: Out, implicit: bool) -> tuple[Value, ...]:
+    """An output element as the pydicom path writes it: header, value, delimiter if any (to be
+    joined: a large value is not copied here)."""
     tag, vr, value = element.tag, element.vr, element.value
     length = UNDEFINED if element.undefined else len(value)
     if implicit:
@@ -213,7 +227,9 @@ def element_bytes(element: Out, implicit: bool) -> bytes:
         head = _SHORT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length)
     else:
         raise Declined("value too long for its VR")
-    return head + value + (ITEM_HEADER.pack(0xFFFE, 0xE0DD, 0) if element.undefined else b"")
+    if element.undefined:
+        return head, value, ITEM_HEADER.pack(0xFFFE, 0xE0DD, 0)
+    return head, value
 
 
 def read_file_meta(raw: bytes) -> tuple[FileMetaDataset, int]:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, cast
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
@@ -53,6 +54,7 @@ from oncofed.deid.raw_elements import (
     Element,
     Out,
     Reader,
+    Value,
     ascii_text,
     decoded,
     dictionary_vr,
@@ -96,7 +98,7 @@ class _Sequence:
 Node = Out | _Text | _Sequence
 
 
-def _as_written(element: Element, vr: str) -> bytes:
+def _as_written(element: Element, vr: str) -> Value:
     """A kept element's bytes if pydicom would write them unchanged after decoding them."""
     texts = decoded(vr, element.value)
     if texts is None:
@@ -199,8 +201,9 @@ def _outputs(nodes: list[Node], implicit: bool, redact: Callable[[str], str]) ->
         elif isinstance(node, _Sequence):
             body = bytearray()
             for item, undefined in node.items:
+                elements = _outputs(item, implicit, redact)
                 content = b"".join(
-                    element_bytes(o, implicit) for o in _outputs(item, implicit, redact)
+                    chain.from_iterable(element_bytes(o, implicit) for o in elements)
                 )
                 body += ITEM_HEADER.pack(0xFFFE, 0xE000, UNDEFINED if undefined else len(content))
                 body += content
@@ -346,20 +349,21 @@ def _deidentify(
     sop_class = ascii_text(written[SOP_CLASS].value).rstrip("\0 ")
     sop_uid = ascii_text(written[SOP_INSTANCE].value).rstrip("\0 ")
     head = deidentified_head(sop_class, sop_uid, syntax)
-    data = head + b"".join(element_bytes(o, implicit) for o in outputs)
+    data = b"".join([head, *chain.from_iterable(element_bytes(o, implicit) for o in outputs)])
     if scan(data, walker.needles):
         raise Declined("identifying values remain; the pydicom path says which")
-    header = Dataset(
-        {
-            BaseTag(o.tag): RawDataElement(
-                BaseTag(o.tag), None if implicit else o.vr, len(o.value), o.value, 0, implicit, True
-            )
-            for o in outputs
-        }
-    )
+    header = Dataset({BaseTag(o.tag): _raw(o, implicit) for o in outputs})
     header.file_meta = read_file_meta(head)[0]
     header.set_original_encoding(implicit, True, charset)
     return data, header, pseudonym, walker
+
+
+def _raw(element: Out, implicit: bool) -> RawDataElement:
+    """An output element as pydicom reads it (a large value stays a view: pydicom keeps raw
+    bulk values as they are, and copying the pixel data for the header would cost ~5 ms)."""
+    value = cast(bytes, element.value)
+    vr = None if implicit else element.vr
+    return RawDataElement(BaseTag(element.tag), vr, len(value), value, 0, implicit, True)
 
 
 def _tag_of(node: Node) -> int:

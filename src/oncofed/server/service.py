@@ -10,6 +10,7 @@ cursors of their own. Read audit entries are group-committed: written at most
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -102,7 +103,8 @@ class NodeService(Closing):
         self._closed = threading.Event()
         self._audit_delay_s = audit_delay_s
         delay = BATCH_SYNC_DELAY_S if node.settings.ingest_fsync == "batch" else None
-        self._receiver = Receiver(node.store, self._writer, self._stored_digests, delay)
+        workers = node.settings.ingest_workers or os.cpu_count() or 1
+        self._receiver = Receiver(node.store, self._writer, self._stored_digests, delay, workers)
         try:
             for report in self._receiver.recover():
                 self._record(report, "recovery")
