@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -75,7 +77,12 @@ def serve(
     from oncofed.server.service import NodeService
 
     peers = dict(parse_peer(text) for text in dimse_peer or [])
+    # uvicorn stops on SIGTERM, then raises it again with the handler it found: this one turns
+    # it into an exit that runs the cleanup below (the default would end the process before
+    # the received instances are catalogued and the read audit written).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with NodeService.open(home) as service:
+        service.start_workers()
         agent = None
         if (home / MEMBERSHIP_FILE).exists():  # joined a hub: poll it for work
             load_handler_modules()

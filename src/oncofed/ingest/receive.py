@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, CancelledError, Future, ProcessPoolExecutor
@@ -56,6 +57,7 @@ POOL_PAYLOADS = 16
 POOL_BYTES = 32 << 20
 """Requests of at least ``POOL_PAYLOADS`` instances and at most ``POOL_BYTES`` are
 de-identified in worker processes (see :class:`CleanerPool`)."""
+PARENT_CHECK_S = 1.0
 GROUP_BYTES = 64 << 20
 """De-identified bytes :meth:`ReceiveSession.accept_many` holds before storing them together."""
 
@@ -138,6 +140,11 @@ class CleanerPool(Closing):
                 self.close()
         return clean_payloads(stage, chunk)
 
+    def start(self) -> None:
+        """Start the worker processes now rather than with the first large request."""
+        if self.workers > 1:
+            self._ready()
+
     def _worth_it(self, payloads: Sequence[tuple[str, bytes]]) -> bool:
         total = sum(len(raw) for _, raw in payloads)
         return self.workers > 1 and len(payloads) >= POOL_PAYLOADS and total <= POOL_BYTES
@@ -146,7 +153,12 @@ class CleanerPool(Closing):
         """The pool once its processes are up; starts them on the first call."""
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=get_context("spawn"),
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
                 self._warming = [self._pool.submit(os.getpid) for _ in range(self.workers)]
             if not all(future.done() for future in self._warming):
                 return None
@@ -163,6 +175,18 @@ class CleanerPool(Closing):
                 log.info("stopping the de-identification workers")
                 self._pool.shutdown(cancel_futures=True)
                 self._pool = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: end when the server process is gone (killed: nothing else would end it,
+    since the other workers keep the task queue open)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,11 @@ class NodeService(Closing):
         )
         self._flusher.start()
 
+    def start_workers(self) -> None:
+        """Start the de-identification worker processes for large requests now (a served node
+        does; otherwise the first large request starts them and is de-identified here)."""
+        self._receiver.cleaners.start()
+
     @classmethod
     def open(cls, home: Path | str) -> NodeService:
         """Open the node at ``home`` for serving."""
