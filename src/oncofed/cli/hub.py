@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oncofed.catalog.filters import parse_cli_terms
+from oncofed.cli.shutdown import exit_cleanly_on_sigterm
 from oncofed.errors import AuthError, ConfigError
 
 app = typer.Typer(help="Run a federation hub and work with it.", no_args_is_help=True)
@@ -56,6 +57,7 @@ def serve(
     from oncofed.hub.app import create_hub_app
     from oncofed.hub.service import Hub
 
+    exit_cleanly_on_sigterm()
     with Hub(home) as hub:
         console.print(f"hub {hub.name}: http://{host}:{port}/docs")
         uvicorn.run(create_hub_app(hub), host=host, port=port, log_level="warning")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oncofed.cli.options import JsonOption
+from oncofed.cli.shutdown import exit_cleanly_on_sigterm
 from oncofed.node import Node
 
 app = typer.Typer(help="Create and inspect a node home.", no_args_is_help=True)
@@ -77,10 +76,7 @@ def serve(
     from oncofed.server.service import NodeService
 
     peers = dict(parse_peer(text) for text in dimse_peer or [])
-    # uvicorn stops on SIGTERM, then raises it again with the handler it found: this one turns
-    # it into an exit that runs the cleanup below (the default would end the process before
-    # the received instances are catalogued and the read audit written).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    exit_cleanly_on_sigterm()  # received instances catalogued, read audit written
     with NodeService.open(home) as service:
         service.start_workers()
         agent = None
