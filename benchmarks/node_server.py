@@ -70,6 +70,23 @@ end
 """
 
 
+BARE_SCP = """
+import sys
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import _config
+_config.LOG_HANDLER_LEVEL = "none"  # as oncofed's SCP
+ae = AE("BARE")
+ae.maximum_pdu_size = 4 << 20  # as oncofed's SCP
+for context in AllStoragePresentationContexts:
+    ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+def stored(event):
+    event.encoded_dataset()  # the bytes a receiver would store, then nothing
+    return 0
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, stored)])
+"""
+"""The ceiling of any receiver built on pynetdicom: its SCP answering C-STOREs, storing nothing."""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -189,6 +206,32 @@ def oncofed(
     with running(name, command, log, health, headers, env) as process:
         url = f"http://127.0.0.1:{http}/dicomweb"
         yield Server(name, url, "ONCOFED", dimse, headers, process, log)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def bare_scp(folder: Path) -> Iterator[Server]:
+    """pynetdicom's SCP doing nothing but answer (see BARE_SCP), as a child process."""
+    port = free_port()
+    log = folder / "bare-scp.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", BARE_SCP, str(port)], stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + START_S
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bare pynetdicom SCP did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield Server("pynetdicom SCP", "", "BARE", port, {}, process, log)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def multipart(paths: list[Path]) -> bytes:
@@ -405,6 +448,13 @@ def main() -> None:
                 if size == "small":
                     results[server.name]["C-STORE small, inst/s"] = rate
                 results[server.name][f"C-STORE {size}, MB/s"] = mbs
+        with bare_scp(top) as scp:
+            bare_rate = c_store(scp, data["dimse small"], args.budget)[0]
+        orthanc_rate = results["Orthanc"]["C-STORE small, inst/s"]
+        notes["C-STORE small, pynetdicom SCP storing nothing"] = (
+            f"{bare_rate:.0f} inst/s = {bare_rate / orthanc_rate:.2f} of Orthanc's (the ceiling"
+            " of a receiver built on pynetdicom)"
+        )
 
         for level, query in (("studies", "limit=100"), ("series", "Modality=CT&limit=100")):
             for server in servers:  # same answers from both?
