@@ -8,6 +8,7 @@ walk, when every identifier of the input is known.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from pydicom._dicom_dict import DicomDictionary
@@ -73,6 +74,21 @@ def _texts(value: Any) -> list[str]:
         return [str(v) for v in value if v is not None and str(v)]
     text = str(value)
     return [text] if text else []
+
+
+def patient_identity(value: Callable[[str], str]) -> str:
+    """The patient identity that pseudonym and date offset derive from; ``value(keyword)`` is
+    an attribute's text as ``str(ds.get(keyword, "") or "")`` gives it."""
+    patient_id = value("PatientID").strip()
+    if patient_id:
+        return f"id:{value('IssuerOfPatientID').strip()}:{patient_id}"
+    name = value("PatientName").strip()
+    if name:
+        return f"name:{name}:{value('PatientBirthDate').strip()}"
+    study = value("StudyInstanceUID").strip()
+    if study:
+        return f"study:{study}"
+    raise Rejected("no Patient ID, Patient's Name or Study Instance UID to link the patient by")
 
 
 def _joined(texts: list[str]) -> str | list[str] | None:

@@ -21,7 +21,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from oncofed.deid.dataset import Rejected, Walker
+from oncofed.deid.dataset import Rejected, Walker, patient_identity
 from oncofed.deid.encode import encode, file_meta, freeze
 from oncofed.deid.keys import Keyring
 from oncofed.deid.pixels import clean_pixels, needs_cleaning
@@ -107,20 +107,6 @@ def _check_pixels(ds: Dataset, ts: UID) -> None:
     actual = len(raw.value or b"")
     if actual < expected:
         raise Rejected(f"pixel data truncated: {actual} bytes, the header implies {expected}")
-
-
-def _identity(ds: Dataset) -> str:
-    """The patient identity that pseudonym and date offset derive from."""
-    patient_id = str(ds.get("PatientID", "") or "").strip()
-    if patient_id:
-        return f"id:{str(ds.get('IssuerOfPatientID', '') or '').strip()}:{patient_id}"
-    name = str(ds.get("PatientName", "") or "").strip()
-    if name:
-        return f"name:{name}:{str(ds.get('PatientBirthDate', '') or '').strip()}"
-    study = str(ds.get("StudyInstanceUID", "") or "").strip()
-    if study:
-        return f"study:{study}"
-    raise Rejected("no Patient ID, Patient's Name or Study Instance UID to link the patient by")
 
 
 @functools.lru_cache(maxsize=16)
@@ -212,15 +198,7 @@ class DeidStage:
         if fast is None:
             return None
         data, header, pseudonym, walker = fast
-        outcome = Outcome(
-            data=data,
-            sop_instance_uid=str(header.SOPInstanceUID),
-            study_instance_uid=str(header.get("StudyInstanceUID", "")),
-            series_instance_uid=str(header.get("SeriesInstanceUID", "")),
-            pseudonym=pseudonym,
-            actions=walker.actions,
-        )
-        return outcome, header
+        return _outcome(data, header, pseudonym, walker), header
 
     def through_pydicom(self, raw: bytes) -> tuple[Outcome, Dataset]:
         """Any input de-identified through a pydicom data set (Rejected with the reason)."""
@@ -229,7 +207,7 @@ class DeidStage:
             if not str(ds.get(required, "") or "").strip():
                 raise Rejected(f"missing {required}")
         keyring = Keyring(self.key)
-        identity = _identity(ds)
+        identity = patient_identity(lambda keyword: str(ds.get(keyword, "") or ""))
         pseudonym = keyring.pseudonym(identity)
         charsets = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
         walker = Walker(self.profile, keyring, pseudonym, keyring.day_offset(identity), charsets)
@@ -246,16 +224,22 @@ class DeidStage:
         if hits:
             found = "; ".join(str(hit) for hit in hits[:5])
             raise Rejected(f"identifying values remain after de-identification: {found}")
-        outcome = Outcome(
-            data=data,
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-            pseudonym=pseudonym,
-            actions=walker.actions,
-            pixels_masked=masked,
-        )
-        return outcome, ds
+        return _outcome(data, ds, pseudonym, walker, masked), ds
+
+
+def _outcome(
+    data: bytes, ds: Dataset, pseudonym: str, walker: Walker, masked: float = 0.0
+) -> Outcome:
+    """What an input became: ``data`` encoding ``ds``, de-identified by ``walker``."""
+    return Outcome(
+        data=data,
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        pseudonym=pseudonym,
+        actions=walker.actions,
+        pixels_masked=masked,
+    )
 
 
 def make_stage(

@@ -37,6 +37,7 @@ from oncofed.deid.dataset import (
     Rejected,
     Walker,
     checked_vr,
+    patient_identity,
 )
 from oncofed.deid.encode import _write_dataset, deidentified_head
 from oncofed.deid.keys import Keyring
@@ -68,6 +69,10 @@ CHARSET, BITS_ALLOCATED, ROWS, COLUMNS = 0x00080005, 0x00280100, 0x00280010, 0x0
 SAMPLES, FRAMES, BURNED_IN, MODALITY = 0x00280002, 0x00280008, 0x00280301, 0x00080060
 SOP_CLASS, SOP_INSTANCE, STUDY_UID = 0x00080016, 0x00080018, 0x0020000D
 PATIENT_ID, ISSUER, PATIENT_NAME, BIRTH_DATE = 0x00100020, 0x00100021, 0x00100010, 0x00100030
+KEYWORDS = {
+    "PatientID": PATIENT_ID, "IssuerOfPatientID": ISSUER, "PatientName": PATIENT_NAME,
+    "PatientBirthDate": BIRTH_DATE, "StudyInstanceUID": STUDY_UID,
+}  # fmt: skip
 READ_BY_PYDICOM_PATH = frozenset(
     {CHARSET, BITS_ALLOCATED, ROWS, COLUMNS, SAMPLES, FRAMES, BURNED_IN, MODALITY, SOP_CLASS}
     | {SOP_INSTANCE, PATIENT_ID, ISSUER, PATIENT_NAME, BIRTH_DATE, STUDY_UID}
@@ -274,20 +279,6 @@ def _check_pixels(top: dict[int, Element], syntax: str, implicit: bool) -> None:
         raise Declined("pixel data shorter than its description")
 
 
-def _identity(top: dict[int, Element], implicit: bool) -> str:
-    """The patient identity, as :func:`oncofed.deid.stage._identity` derives it."""
-    patient_id = _text(top, PATIENT_ID, implicit).strip()
-    if patient_id:
-        return f"id:{_text(top, ISSUER, implicit).strip()}:{patient_id}"
-    name = _text(top, PATIENT_NAME, implicit).strip()
-    if name:
-        return f"name:{name}:{_text(top, BIRTH_DATE, implicit).strip()}"
-    study = _text(top, STUDY_UID, implicit).strip()
-    if study:
-        return f"study:{study}"
-    raise Declined("no identity to link the patient by")
-
-
 def _code_sequence(items: list[Dataset], implicit: bool, charset: Any) -> Out:
     """The De-identification Method Code Sequence as the pydicom path writes it."""
     body = bytearray()
@@ -325,7 +316,7 @@ def _deidentify(
     if not (_text(top, SOP_CLASS, implicit).strip() and _text(top, SOP_INSTANCE, implicit).strip()):
         raise Declined("SOP class or instance UID missing")
     keyring = Keyring(key)
-    identity = _identity(top, implicit)
+    identity = patient_identity(lambda keyword: _text(top, KEYWORDS[keyword], implicit))
     pseudonym = keyring.pseudonym(identity)
     charset: Any = None
     if CHARSET in top:
