@@ -107,9 +107,17 @@ class Server:
     cpu: dict[str, float] = field(default_factory=dict)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds the server process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds the server process and its live children (oncofed's
+        de-identification workers) have used so far."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if stat.parent.name == str(self.process.pid) or fields[1] == str(self.process.pid):
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -504,7 +512,7 @@ def main() -> None:
     )
     labels = list(servers[0].cpu)
     print_table(
-        "server CPU seconds per phase (servers' processes, all threads)",
+        "server CPU seconds per phase (servers' processes and their workers, all threads)",
         ["phase", "oncofed", "oncofed fsync=batch", "Orthanc", "oncofed / Orthanc"],
         [
             [
