@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oncofed.deid.stage import make_stage
-from oncofed.ingest.receive import POOL_PAYLOADS, CleanerPool, clean_payloads
+from oncofed.ingest.cleaning import POOL_PAYLOADS, CleanerPool, clean_payloads
 from oncofed.testing.dicom import generate_cohort
 
 STARTUP_S = 120
