@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from oncofed.errors import IngestError
+from oncofed.ingest.integrity import check_complete
 from oncofed.ingest.parse import parse_instance
 
 TEST_FILES = Path(str(get_testdata_file("CT_small.dcm"))).parent
@@ -58,3 +63,18 @@ def test_a_cut_inside_a_nested_sequence_is_refused() -> None:
     cut = raw[:1500]  # inside the beam sequence
     with pytest.raises(IngestError, match="data ends inside"):
         parse_instance(cut, DIGEST)
+
+
+def test_64_bit_values_have_4_byte_lengths() -> None:
+    """SV and UV elements carry a reserved field and a 4-byte length (PS3.5 Table 7.1-1): a
+    walk reading a 2-byte length there would lose its place and call the file cut short."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "2.25.1"
+    ds.add_new(0x00091010, "SV", [-(2**40), 7])
+    ds.add_new(0x00091011, "UV", [2**50])
+    ds.PatientID = "FAKE-SV"
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    assert 0x00100020 in check_complete(buffer.getvalue(), implicit_vr=False, little_endian=True)
