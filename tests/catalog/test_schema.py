@@ -12,13 +12,16 @@ from oncofed.catalog.schema import LATEST_VERSION, MIGRATIONS, surrogate_key
 from oncofed.errors import SchemaVersionError
 
 
-def _make_catalog_at_version(path: Path, version: int) -> None:
+def _make_catalog_at_version(path: Path, version: int, *rows: str) -> None:
+    """A catalog as oncofed wrote it at ``version``, holding ``rows`` (INSERT statements)."""
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     for migration in MIGRATIONS[:version]:
         for statement in migration.statements:
             con.execute(statement)
     con.execute("INSERT INTO schema_meta VALUES ('schema_version', ?)", [str(version)])
+    for statement in rows:
+        con.execute(statement)
     con.close()
 
 
@@ -29,12 +32,11 @@ def test_new_catalog_is_at_the_latest_version(catalog: Catalog) -> None:
 
 def test_older_catalog_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
-    _make_catalog_at_version(path, 1)
-    con = duckdb.connect(str(path))
-    con.execute(
-        "INSERT INTO collection (collection_id, title, source) VALUES ('c1', 'old one', 'ingest')"
+    _make_catalog_at_version(
+        path,
+        1,
+        "INSERT INTO collection (collection_id, title, source) VALUES ('c1', 'old one', 'ingest')",
     )
-    con.close()
     with Catalog(path) as catalog:
         assert catalog.schema_version == LATEST_VERSION
         assert catalog.table_counts()["collection"] == 1
@@ -68,12 +70,11 @@ def test_python_surrogate_keys_match_duckdb() -> None:
 
 def test_a_catalog_with_rows_gains_the_lookup_indexes(tmp_path: Path) -> None:
     path = tmp_path / "v4.duckdb"
-    _make_catalog_at_version(path, 4)
-    con = duckdb.connect(str(path))
-    con.execute(
-        "INSERT INTO instance (sop_uid, series_key, sha256, size) VALUES ('1.2.3', 7, 'ab', 1)"
+    _make_catalog_at_version(
+        path,
+        4,
+        "INSERT INTO instance (sop_uid, series_key, sha256, size) VALUES ('1.2.3', 7, 'ab', 1)",
     )
-    con.close()
     with Catalog(path) as catalog:
         indexes = catalog.con.execute(
             "SELECT table_name, expressions FROM duckdb_indexes() ORDER BY index_name"

@@ -17,11 +17,12 @@ MAX_ENTRIES = 4096
 
 
 class ReadCache:
-    """key → (catalog generation, answer); thread-safe, bounded (full: starts afresh)."""
+    """key → answer since the last change; thread-safe, bounded (full: starts afresh). The
+    generation counts changes, so an answer computed across one is not kept."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self.max_entries = max_entries
-        self._entries: dict[Hashable, tuple[int, Any]] = {}
+        self._entries: dict[Hashable, Any] = {}
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -30,16 +31,15 @@ class ReadCache:
         catalog changed while it ran: the answer may predate that change)."""
         with self._lock:
             generation = self._generation
-            entry = self._entries.get(key)
-        if entry is not None and entry[0] == generation:
-            answer: T = entry[1]
-            return answer
+            if key in self._entries:
+                remembered: T = self._entries[key]
+                return remembered
         answer = compute()
         with self._lock:
             if self._generation == generation:
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()
-                self._entries[key] = (generation, answer)
+                self._entries[key] = answer
         return answer
 
     def invalidate(self) -> None:
