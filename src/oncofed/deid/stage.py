@@ -7,14 +7,12 @@ source and the reason; nothing is returned half-done, so nothing half-done can b
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any
 
 import pydicom
 from pydicom.charset import convert_encodings
@@ -22,8 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from oncofed.deid.dataset import Rejected, Walker, patient_identity
-from oncofed.deid.encode import encode, file_meta, freeze
+from oncofed.deid.encode import encode, file_meta
 from oncofed.deid.keys import Keyring
+from oncofed.deid.marks import marks
 from oncofed.deid.pixels import clean_pixels, needs_cleaning
 from oncofed.deid.profile import Profile, build_profile
 from oncofed.deid.stream import deidentify
@@ -109,35 +108,6 @@ def _check_pixels(ds: Dataset, ts: UID) -> None:
         raise Rejected(f"pixel data truncated: {actual} bytes, the header implies {expected}")
 
 
-@functools.lru_cache(maxsize=16)
-def _method_codes(codes: tuple[tuple[str, str], ...]) -> list[Dataset]:
-    """The De-identification Method Code Sequence items (built once, encoded once per syntax)."""
-    items = []
-    for value, meaning in codes:
-        item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
-        items.append(freeze(item))
-    return items
-
-
-def marks(profile: Profile) -> list[tuple[int, str, Any]]:
-    """(tag, VR, value) of the attributes PS3.15 E.1.1 asks for to record the de-identification."""
-    if "retain-modified-dates" in profile.options:
-        dates = "MODIFIED"
-    elif "retain-full-dates" in profile.options:
-        dates = "UNMODIFIED"
-    else:
-        dates = "REMOVED"
-    return [
-        (0x00120062, "CS", "YES"),  # Patient Identity Removed
-        (0x00120063, "LO", profile.method_description()),  # De-identification Method
-        (0x00120064, "SQ", _method_codes(tuple(profile.codes()))),
-        (0x00280303, "CS", dates),  # Longitudinal Temporal Information Modified
-    ]
-
-
 def _mark(ds: Dataset, profile: Profile) -> None:
     """Record the de-identification in the data set."""
     for tag, vr, value in marks(profile):
@@ -194,7 +164,7 @@ class DeidStage:
     def from_bytes(self, raw: bytes) -> tuple[Outcome, Dataset] | None:
         """The common case de-identified straight from the bytes (:mod:`oncofed.deid.stream`,
         ~4x quicker), the same output as :meth:`through_pydicom`; None for other inputs."""
-        fast = deidentify(raw, self.profile, self.key, marks)
+        fast = deidentify(raw, self.profile, self.key)
         if fast is None:
             return None
         data, header, pseudonym, walker = fast

@@ -41,6 +41,7 @@ from oncofed.deid.dataset import (
 )
 from oncofed.deid.encode import _write_dataset, deidentified_head
 from oncofed.deid.keys import Keyring
+from oncofed.deid.marks import marks
 from oncofed.deid.pixels import SECONDARY_CAPTURE
 from oncofed.deid.profile import Profile
 from oncofed.deid.raw_elements import (
@@ -291,22 +292,20 @@ def _code_sequence(items: list[Dataset], implicit: bool, charset: Any) -> Out:
     return Out(METHOD_CODES, "SQ", bytes(body))
 
 
-def deidentify(
-    raw: bytes, profile: Profile, key: bytes, marks: Callable[[Profile], list[tuple[int, str, Any]]]
-) -> tuple[bytes, Dataset, str, Walker] | None:
-    """(output, its header as a data set, pseudonym, the walk's record) for ``raw``; None where
-    the input is outside the common case (or fails a check): the pydicom path takes it then.
+Result = tuple[bytes, Dataset, str, Walker]
+"""(output, its header as a data set, pseudonym, the walk's record)."""
 
-    ``marks``: the (tag, VR, value) the pydicom path adds to record the de-identification."""
+
+def deidentify(raw: bytes, profile: Profile, key: bytes) -> Result | None:
+    """The byte walk's :data:`Result` for ``raw``; None where the input is outside the common
+    case (or fails a check): the pydicom path takes it then."""
     try:
-        return _deidentify(raw, profile, key, marks)
+        return _deidentify(raw, profile, key)
     except (Declined, Rejected, struct.error, ValueError, IndexError, KeyError):
         return None
 
 
-def _deidentify(
-    raw: bytes, profile: Profile, key: bytes, marks: Callable[[Profile], list[tuple[int, str, Any]]]
-) -> tuple[bytes, Dataset, str, Walker]:
+def _deidentify(raw: bytes, profile: Profile, key: bytes) -> Result:
     meta, start = read_file_meta(raw)
     syntax = str(meta.get("TransferSyntaxUID") or "")
     implicit = _implicit(syntax, raw, start)
