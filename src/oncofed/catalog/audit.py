@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,10 @@ class AuditEntry:
     details: str
     prev_hash: str
     hash: str
+
+
+_COLUMNS = [f.name for f in fields(AuditEntry)]
+"""The audit table's columns."""
 
 
 @dataclass(frozen=True)
@@ -149,11 +153,12 @@ class AuditLog:
                                item.details, prev, digest)
                 )  # fmt: skip
                 prev = digest
-            self.con.executemany(
-                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [[e.seq, e.time, e.actor, e.action, e.target, e.details, e.prev_hash, e.hash]
-                 for e in written],
-            )  # fmt: skip
+            # One statement over column lists: executemany runs one INSERT a row (~1-3 ms each).
+            self.con.execute(
+                f"INSERT INTO audit ({', '.join(_COLUMNS)})"
+                f" SELECT {', '.join(['unnest(?)'] * len(_COLUMNS))}",
+                [[getattr(entry, name) for entry in written] for name in _COLUMNS],
+            )
             self.con.execute("COMMIT")
         except duckdb.Error as exc:
             self.con.execute("ROLLBACK")
