@@ -26,6 +26,9 @@ def _optional(name: str) -> ModuleType | None:
         return None
 
 
+hyperscan = _optional("hyperscan")
+"""Intel Hyperscan (x86-64 wheels only): SIMD multi-literal matching, caseless without a lowered
+copy; ~3 against ~33 ms on 16 MB of pixel data, but ~2 ms to compile the patterns."""
 ahocorasick_rs = _optional("ahocorasick_rs")
 """Aho-Corasick in Rust with SIMD prefilters: ~10x pyahocorasick's speed over pixel data."""
 ahocorasick = _optional("ahocorasick")
@@ -35,7 +38,8 @@ ahocorasick = _optional("ahocorasick")
 MIN_BYTES = 4
 MIN_DIGITS = 6
 DFA_BYTES = 1 << 20
-"""Outputs from this size on are scanned with ahocorasick_rs's DFA (26 against 54 ms on 16 MB)."""
+"""Outputs from this size on are scanned with ahocorasick_rs's DFA (26 against 54 ms on 16 MB),
+or with Hyperscan where installed (its compile time pays from ~1 MB on)."""
 _SPLIT_NAME = re.compile(r"[\^=,\s]+")
 _ENCODINGS = ("latin-1", "utf-8", "utf-16-le", "utf-16-be")
 
@@ -123,12 +127,16 @@ class Needles:
 def scan(data: bytes, needles: Needles) -> list[Hit]:
     """Return every identifying value of ``needles`` that occurs anywhere in ``data``.
 
-    One Aho-Corasick pass over the lower-cased bytes (ahocorasick_rs, else pyahocorasick) where
-    one is installed, else one ``bytes.find`` per pattern; each reports every pattern found at
-    its first offset, in pattern order.
+    Large outputs go through Hyperscan where installed; the others through one Aho-Corasick
+    pass over the lower-cased bytes (ahocorasick_rs, else pyahocorasick) where one is
+    installed, else one ``bytes.find`` per pattern. Each reports every pattern found at its
+    first offset, in pattern order.
     """
-    lowered = data.lower()
     patterns = needles.patterns()
+    if patterns and hyperscan is not None and len(data) >= DFA_BYTES:
+        first = _first_offsets_hs(data, patterns)
+        return [Hit(patterns[p][0], offset, patterns[p][1]) for p, offset in first.items()]
+    lowered = data.lower()
     if patterns and (ahocorasick_rs is not None or ahocorasick is not None):
         found = _first_offsets_rs if ahocorasick_rs is not None else _first_offsets
         first = found(lowered, patterns)
@@ -139,6 +147,32 @@ def scan(data: bytes, needles: Needles) -> list[Hit]:
         if offset >= 0:
             hits.append(Hit(label, offset, encoding))
     return hits
+
+
+def _first_offsets_hs(data: bytes, patterns: dict[bytes, tuple[str, str]]) -> dict[bytes, int]:
+    """Like :func:`_first_offsets` with Hyperscan, over ``data`` as it is (not lower-cased).
+
+    Its caseless flag folds ASCII letters only, as ``bytes.lower`` does (the patterns are
+    lower-cased); each literal is written as ``\\xNN`` escapes, since its literal compiler
+    stops at a zero byte. One match per pattern: the first to end, so the first to start.
+    """
+    assert hyperscan is not None
+    keys = list(patterns)
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[b"".join(b"\\x%02x" % byte for byte in key) for key in keys],
+        ids=list(range(len(keys))),
+        elements=len(keys),
+        flags=hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH,
+    )
+    first: dict[int, int] = {}
+
+    def matched(index: int, _start: int, end: int, _flags: int, _context: object) -> int:
+        first[index] = end - len(keys[index])
+        return 0  # go on scanning
+
+    database.scan(data, match_event_handler=matched)
+    return {keys[index]: first[index] for index in sorted(first)}
 
 
 def _first_offsets_rs(data: bytes, patterns: dict[bytes, tuple[str, str]]) -> dict[bytes, int]:
