@@ -254,77 +254,58 @@ def _grouped(fresh: Sequence[_Keyed], key: str) -> dict[int, list[_Keyed]]:
     return groups
 
 
+_SERIES_FIELDS = (
+    "modality",
+    "body_part",
+    "manufacturer",
+    "model",
+    "sop_class",
+    "transfer_syntax",
+    "series_description",
+    "patient_sex",
+    "age_years",
+)
+
+
+def _patient_row(collection_id: str, key: int, group: Sequence[_Keyed]) -> tuple[object, ...]:
+    ages = [a for k in group if (a := k.record.age_years) is not None]
+    sex, birth_year = _first_known(group, "patient_sex"), _first_known(group, "birth_year")
+    return key, group[0].record.patient_id, collection_id, sex, birth_year, min(ages, default=None)
+
+
+def _study_row(collection_id: str, key: int, group: Sequence[_Keyed]) -> tuple[object, ...]:
+    first = group[0]
+    known = (_first_known(group, name) for name in ("study_date", "study_description", "age_years"))
+    return key, first.record.study_uid, first.patient_key, collection_id, *known
+
+
+def _series_row(collection_id: str, key: int, group: Sequence[_Keyed]) -> tuple[object, ...]:
+    first = group[0]
+    known = (_first_known(group, name) for name in _SERIES_FIELDS)
+    size = sum(k.record.size for k in group)
+    ids = (key, first.record.series_uid, first.study_key, first.patient_key, collection_id)
+    return *ids, *known, len(group), size
+
+
 def _insert_new(
     con: duckdb.DuckDBPyConnection,
     collection_id: str,
     fresh: Sequence[_Keyed],
     stored: _StoredKeys,
 ) -> None:
-    """Insert the new patients, studies, series and instances of ``fresh``."""
-    patients = _grouped(fresh, "patient_key")
-    _PATIENT.run(
-        con,
-        [
-            (
-                key,
-                group[0].record.patient_id,
-                collection_id,
-                _first_known(group, "patient_sex"),
-                _first_known(group, "birth_year"),
-                min((a for k in group if (a := k.record.age_years) is not None), default=None),
-            )
-            for key, group in patients.items()
-            if key not in stored.patients
-        ],
+    """Insert the new patients, studies, series and instances of ``fresh``; count the new
+    instances of series already stored into them."""
+    levels = (
+        (_PATIENT, "patient_key", stored.patients, _patient_row),
+        (_STUDY, "study_key", stored.studies, _study_row),
+        (_SERIES, "series_key", stored.series, _series_row),
     )
-    studies = _grouped(fresh, "study_key")
-    _STUDY.run(
-        con,
-        [
-            (
-                key,
-                group[0].record.study_uid,
-                group[0].patient_key,
-                collection_id,
-                _first_known(group, "study_date"),
-                _first_known(group, "study_description"),
-                _first_known(group, "age_years"),
-            )
-            for key, group in studies.items()
-            if key not in stored.studies
-        ],
-    )
-    series = _grouped(fresh, "series_key")
-    _SERIES.run(
-        con,
-        [
-            (
-                key,
-                group[0].record.series_uid,
-                group[0].study_key,
-                group[0].patient_key,
-                collection_id,
-                *(
-                    _first_known(group, name)
-                    for name in (
-                        "modality",
-                        "body_part",
-                        "manufacturer",
-                        "model",
-                        "sop_class",
-                        "transfer_syntax",
-                        "series_description",
-                        "patient_sex",
-                        "age_years",
-                    )
-                ),
-                len(group),
-                sum(k.record.size for k in group),
-            )
-            for key, group in series.items()
-            if key not in stored.series
-        ],
-    )
+    for insert, key_name, present, row in levels:
+        groups = _grouped(fresh, key_name)
+        insert.run(
+            con,
+            [row(collection_id, key, group) for key, group in groups.items() if key not in present],
+        )
     _INSTANCE.run(
         con,
         [
@@ -332,7 +313,7 @@ def _insert_new(
             for r, _, _, series_key in fresh
         ],
     )
-    grown = [(key, group) for key, group in series.items() if key in stored.series]
+    grown = [(k, g) for k, g in _grouped(fresh, "series_key").items() if k in stored.series]
     if grown:
         con.execute(
             _GROW_SERIES,
