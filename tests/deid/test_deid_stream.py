@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from oncofed.catalog.records import InstanceRecord
 from oncofed.deid.corpus import generate_corpus, write_bad_inputs
-from oncofed.deid.encode import deidentified_head, file_meta, meta_bytes
+from oncofed.deid.encode import file_meta, meta_bytes, part10_head
 from oncofed.deid.stage import DeidStage, make_stage
 from oncofed.errors import IngestError
 from oncofed.ingest.parse import record_of
@@ -110,4 +110,4 @@ def test_written_file_meta_equals_pydicom_s() -> None:
         ("1.2.840.10008.5.1.4.1.1.77.1.6", "2.25.9", "1.2.840.10008.1.2.4.50"),
     ):
         expected = meta_bytes(file_meta(sop_class, uid, syntax))
-        assert deidentified_head(sop_class, uid, syntax) == expected
+        assert part10_head(sop_class, uid, syntax) == expected

@@ -39,7 +39,7 @@ from oncofed.deid.dataset import (
     checked_vr,
     patient_identity,
 )
-from oncofed.deid.encode import _write_dataset, deidentified_head
+from oncofed.deid.encode import _write_dataset, part10_head
 from oncofed.deid.keys import Keyring
 from oncofed.deid.marks import marks
 from oncofed.deid.pixels import SECONDARY_CAPTURE
@@ -338,7 +338,7 @@ def _deidentify(raw: bytes, profile: Profile, key: bytes) -> Result:
     written = {o.tag: o for o in outputs}
     sop_class = ascii_text(written[SOP_CLASS].value).rstrip("\0 ")
     sop_uid = ascii_text(written[SOP_INSTANCE].value).rstrip("\0 ")
-    head = deidentified_head(sop_class, sop_uid, syntax)
+    head = part10_head(sop_class, sop_uid, syntax)
     data = b"".join([head, *chain.from_iterable(element_bytes(o, implicit) for o in outputs)])
     if scan(data, walker.needles):
         raise Declined("identifying values remain; the pydicom path says which")

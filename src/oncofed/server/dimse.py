@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -29,12 +29,14 @@ from pynetdicom import (
 )
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from oncofed.closing import Closing
+from oncofed.deid.encode import part10_head
 from oncofed.errors import ConfigError, OncofedError
 from oncofed.ingest.pipeline import Failure, StoreFailure
 from oncofed.ingest.receive import Conflict, ReceiveSession
@@ -104,6 +106,18 @@ def _status(code: int, comment: str) -> Dataset:
 
 def _levels(event: Event, models: Mapping[UID, tuple[Level, ...]]) -> tuple[Level, ...]:
     return models[UID(str(event.request.AffectedSOPClassUID))]
+
+
+def _part10(event: Event) -> bytes:
+    """The received data set as a Part-10 file. The head is written here: pynetdicom's
+    ``encoded_dataset()`` builds the same file meta through pydicom, ~0.4 ms an instance."""
+    request = cast(C_STORE, event.request)
+    head = part10_head(
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+        str(event.context.transfer_syntax),
+    )
+    return head + event.encoded_dataset(include_meta=False)
 
 
 def _caller(event: Event) -> str:
@@ -198,7 +212,7 @@ class DimseServer(Closing):
     def _on_store(self, event: Event) -> int | Dataset:
         name = f"C-STORE #{next(self._received)} from {_caller(event)}"
         try:
-            outcome = self._session(event).accept(name, event.encoded_dataset())
+            outcome = self._session(event).accept(name, _part10(event))
         except OncofedError as exc:
             log.error("%s: %s", name, exc.message)
             return _status(OUT_OF_RESOURCES, f"not stored ({exc.code})")
