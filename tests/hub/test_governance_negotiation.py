@@ -254,6 +254,10 @@ def test_node_decisions_are_signed_by_that_node(gov: Governed, tmp_path: Path) -
 def test_hub_killed_mid_negotiation_loses_nothing_and_its_audit_verifies(
     gov: Governed, tmp_path: Path
 ) -> None:
+    sent = gov.reach("approved")  # granted by node-b's signed word, then revoked: two sends
+    gov.step("dana", sent, "nodes/node-a/accept")
+    gov.node_says("node-b", {"request_id": sent, "decision": "accept", "decided_by": "bea"})
+    gov.step("carl", sent, "revoke", reason="study cancelled")
     request_id = gov.reach("approved")
     gov.step("dana", request_id, "nodes/node-a/accept")
     before = gov.call("carl", "GET", f"/requests/{request_id}")
