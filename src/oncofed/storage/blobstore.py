@@ -25,11 +25,11 @@ from oncofed.errors import StoreError
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _FSYNC_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-fsync")
-WRITE_BYTES = 1 << 20
-"""Largest single ``write``: from ~2 MB on, the kernel took ~10x longer a byte (15.7 MB in one
-call 42-45 ms, in 1 MB calls 4-5 ms; ext4, measured on the 2-core VM)."""
 """Concurrent fsyncs: the kernel commits them together (16 in flight: ~0.2 ms a blob measured
 on this project's VM, against ~4 ms for fsyncs one after another)."""
+WRITE_BYTES = 1 << 20
+"""Largest single ``write``: from ~2 MB on, the kernel took ~10x longer a byte (15.7 MB in one
+call 42-55 ms, in 1 MB calls 3.5-5 ms; ext4, measured on the 2-core VM)."""
 
 
 class SourceChangedError(StoreError):
