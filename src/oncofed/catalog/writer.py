@@ -296,13 +296,13 @@ def _insert_new(
 ) -> None:
     """Insert the new patients, studies, series and instances of ``fresh``; count the new
     instances of series already stored into them."""
+    series = _grouped(fresh, "series_key")
     levels = (
-        (_PATIENT, "patient_key", stored.patients, _patient_row),
-        (_STUDY, "study_key", stored.studies, _study_row),
-        (_SERIES, "series_key", stored.series, _series_row),
+        (_PATIENT, _grouped(fresh, "patient_key"), stored.patients, _patient_row),
+        (_STUDY, _grouped(fresh, "study_key"), stored.studies, _study_row),
+        (_SERIES, series, stored.series, _series_row),
     )
-    for insert, key_name, present, row in levels:
-        groups = _grouped(fresh, key_name)
+    for insert, groups, present, row in levels:
         insert.run(
             con,
             [row(collection_id, key, group) for key, group in groups.items() if key not in present],
@@ -314,7 +314,7 @@ def _insert_new(
             for r, _, _, series_key in fresh
         ],
     )
-    grown = [(k, g) for k, g in _grouped(fresh, "series_key").items() if k in stored.series]
+    grown = [(key, group) for key, group in series.items() if key in stored.series]
     if grown:
         con.execute(
             _GROW_SERIES,
