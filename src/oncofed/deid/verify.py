@@ -133,20 +133,23 @@ def scan(data: bytes, needles: Needles) -> list[Hit]:
     first offset, in pattern order.
     """
     patterns = needles.patterns()
-    if patterns and hyperscan is not None and len(data) >= DFA_BYTES:
+    if not patterns:
+        return []
+    if hyperscan is not None and len(data) >= DFA_BYTES:
         first = _first_offsets_hs(data, patterns)
-        return [Hit(patterns[p][0], offset, patterns[p][1]) for p, offset in first.items()]
-    lowered = data.lower()
-    if patterns and (ahocorasick_rs is not None or ahocorasick is not None):
-        found = _first_offsets_rs if ahocorasick_rs is not None else _first_offsets
-        first = found(lowered, patterns)
-        return [Hit(patterns[p][0], offset, patterns[p][1]) for p, offset in first.items()]
-    hits = []
-    for pattern, (label, encoding) in patterns.items():
-        offset = lowered.find(pattern)
-        if offset >= 0:
-            hits.append(Hit(label, offset, encoding))
-    return hits
+    elif ahocorasick_rs is not None:
+        first = _first_offsets_rs(data.lower(), patterns)
+    elif ahocorasick is not None:
+        first = _first_offsets(data.lower(), patterns)
+    else:
+        first = _first_offsets_find(data.lower(), patterns)
+    return [Hit(patterns[p][0], offset, patterns[p][1]) for p, offset in first.items()]
+
+
+def _first_offsets_find(data: bytes, patterns: dict[bytes, tuple[str, str]]) -> dict[bytes, int]:
+    """Like :func:`_first_offsets` with one ``bytes.find`` per pattern."""
+    offsets = {pattern: data.find(pattern) for pattern in patterns}
+    return {pattern: offset for pattern, offset in offsets.items() if offset >= 0}
 
 
 def _first_offsets_hs(data: bytes, patterns: dict[bytes, tuple[str, str]]) -> dict[bytes, int]:
