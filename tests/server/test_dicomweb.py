@@ -149,10 +149,14 @@ def test_bad_requests_get_problem_details(
     client: httpx.Client, rows: list[tuple[str, ...]]
 ) -> None:
     study, series, sop, _, _ = rows[0]
+    other_study, other_series = next((r[0], r[1]) for r in rows if r[1] != series)
     instance = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
     cases = {
         "/dicomweb/studies/not-a-uid": 400,
         "/dicomweb/studies/1.2.3.4/metadata": 404,
+        f"/dicomweb/studies/1.2.3.4/series/{series}": 404,
+        f"/dicomweb/studies/{study}/series/{series}/instances/1.2.3.4": 404,
+        f"/dicomweb/studies/{other_study}/series/{other_series}/instances/{sop}": 404,
         "/dicomweb/studies/%2E%2E/series": 400,
         f"/dicomweb/studies/{study}/series/{series}/instances/{sop}%00": 400,
         f"{instance}/frames/0": 400,

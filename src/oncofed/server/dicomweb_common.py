@@ -181,41 +181,55 @@ class Located:
     size: int
 
 
+_STUDY_INSTANCES = (
+    "SELECT st.study_uid, s.series_uid, i.sop_uid, i.sop_class, i.sha256, i.frames, i.size,"
+    " s.collection_id FROM instance i JOIN series s ON s.series_key = i.series_key"
+    " JOIN study st ON st.study_key = s.study_key"
+    " WHERE st.study_key = ?::UBIGINT AND st.study_uid = ?"
+)
+_SERIES = (
+    "SELECT series_uid, collection_id FROM series"
+    " WHERE series_key = ?::UBIGINT AND series_uid = ? AND study_key = ?::UBIGINT"
+)
+_SERIES_INSTANCES = (
+    "SELECT sop_uid, sop_class, sha256, frames, size FROM instance WHERE series_key = ?::UBIGINT"
+)
+
+
+def _by_series_and_sop(row: tuple[Any, ...]) -> tuple[str, str]:
+    return row[1], row[2]
+
+
 def locate(
     con: duckdb.DuckDBPyConnection,
     study: str,
     series: str | None = None,
     sop: str | None = None,
 ) -> list[tuple[Any, ...]]:
-    """The instances under a path, each with its collection, in UID order: one query; check
-    what may be seen with :func:`visible_located`.
+    """The instances under a path, each with its collection, in UID order; check what may be
+    seen with :func:`visible_located`.
 
-    A series is found by its indexed key in ``series`` and ``instance`` (see catalog.schema),
-    and its study by key too (the catalog's keys are its identities). The rows are sorted here:
-    ``ORDER BY`` costs DuckDB ~0.3 ms even for 20 rows."""
+    Everything is found by key (the catalog's keys are its identities, indexed: see
+    catalog.schema). A study's instances come from one join. A series is looked up first, then
+    its instances in a query of their own: DuckDB answers that one from the index, while a join
+    with a series key filter scans all of ``instance`` (5.4 against 1.7 ms for a 20-instance
+    series among 20 million instances; the same 1.8 ms among 1,000). The rows are sorted
+    here: ``ORDER BY`` costs DuckDB ~0.3 ms even for 20 rows."""
     study_key = surrogate_key(check_uid(study, "StudyInstanceUID"))
-    columns = "i.sop_uid, i.sop_class, i.sha256, i.frames, i.size, s.collection_id"
     if series is None:
-        sql = [
-            f"SELECT st.study_uid, s.series_uid, {columns} FROM instance i",
-            "JOIN series s ON s.series_key = i.series_key",
-            "JOIN study st ON st.study_key = s.study_key",
-            "WHERE st.study_key = ?::UBIGINT AND st.study_uid = ?",
-        ]
-        params: list[Any] = [study_key, study]
-    else:
-        key = surrogate_key(check_uid(series, "SeriesInstanceUID"))
-        sql = [
-            f"SELECT ?, s.series_uid, {columns} FROM instance i",
-            "JOIN series s ON s.series_key = i.series_key",
-            "WHERE i.series_key = ?::UBIGINT AND s.series_key = ?::UBIGINT",
-            "AND s.series_uid = ? AND s.study_key = ?::UBIGINT",
-        ]
-        params = [study, key, key, series, study_key]
+        rows = con.execute(_STUDY_INSTANCES, [study_key, study]).fetchall()
+        return sorted(rows, key=_by_series_and_sop)
+    key = surrogate_key(check_uid(series, "SeriesInstanceUID"))
+    found = con.execute(_SERIES, [key, series, study_key]).fetchone()
+    if found is None:
+        return []
+    series_uid, collection = found
+    sql, params = _SERIES_INSTANCES, list[object]([key])
     if sop is not None:
-        sql.append("AND i.sop_uid = ?")
+        sql += " AND sop_uid = ?"
         params.append(check_uid(sop, "SOPInstanceUID"))
-    return sorted(con.execute(" ".join(sql), params).fetchall(), key=lambda row: row[1:3])
+    rows = [(study, series_uid, *row, collection) for row in con.execute(sql, params).fetchall()]
+    return sorted(rows, key=_by_series_and_sop)
 
 
 def visible_located(
